@@ -1,0 +1,421 @@
+//! Settings: command-line flags, their `SSEHUB_*` environment twins and an optional TOML file,
+//! merged and validated into one [`Config`] where every bound has its default.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use serde::Deserialize;
+
+/// Validated settings of one hub. Every resource the hub holds is bounded by a field here.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// Redis URL; `None` runs the in-memory broker.
+    pub redis_url: Option<String>,
+    /// Events kept per channel for replay.
+    pub history_size: usize,
+    /// Bytes of encoded events kept per channel for replay.
+    pub history_bytes: usize,
+    /// Age after which an event leaves the history.
+    pub history_ttl: Duration,
+    /// Interval of comment heartbeats on idle streams.
+    pub heartbeat: Duration,
+    /// Reconnect delay sent to clients in the stream's first `retry:` line.
+    pub retry: Duration,
+    /// Open connections accepted at once; more get `503`.
+    pub max_connections: usize,
+    /// Largest accepted request body.
+    pub max_body_bytes: usize,
+    /// Largest `data` of one event.
+    pub max_event_bytes: usize,
+    /// Events in one publish request (batch, or channels of one event).
+    pub max_batch: usize,
+    /// Channels alive at once in this hub.
+    pub max_channels: usize,
+    /// Channels one subscription may read.
+    pub max_channels_per_connection: usize,
+    /// Events a subscriber may fall behind its channel before it is evicted.
+    pub max_lag: usize,
+    /// How long a subscriber's socket may accept nothing while events wait.
+    pub write_timeout: Duration,
+    /// How long a client may take to send request headers.
+    pub header_read_timeout: Duration,
+    /// How long a client may take to send a request body.
+    pub body_read_timeout: Duration,
+    /// Deadline for draining connections on shutdown.
+    pub shutdown_timeout: Duration,
+    /// Concurrent HTTP/2 streams per connection.
+    pub max_concurrent_streams: u32,
+    /// Origins allowed by CORS (exact match; `*` allows any origin without credentials).
+    pub cors_origins: Vec<String>,
+    /// Log output format.
+    pub log_format: LogFormat,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            redis_url: None,
+            history_size: 1000,
+            history_bytes: 1 << 20,
+            history_ttl: Duration::from_secs(3600),
+            heartbeat: Duration::from_secs(15),
+            retry: Duration::from_secs(3),
+            max_connections: 10_000,
+            max_body_bytes: 1 << 20,
+            max_event_bytes: 64 << 10,
+            max_batch: 1000,
+            max_channels: 100_000,
+            max_channels_per_connection: 32,
+            max_lag: 1000,
+            write_timeout: Duration::from_secs(10),
+            header_read_timeout: Duration::from_secs(10),
+            body_read_timeout: Duration::from_secs(10),
+            shutdown_timeout: Duration::from_secs(10),
+            max_concurrent_streams: 256,
+            cors_origins: Vec::new(),
+            log_format: LogFormat::Text,
+        }
+    }
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// A setting that cannot be used, with the reason.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid config file {path}: {source}")]
+    Parse {
+        path: PathBuf,
+        source: Box<toml::de::Error>,
+    },
+    #[error("invalid duration {value:?} for {name}: {reason}")]
+    Duration {
+        name: &'static str,
+        value: String,
+        reason: String,
+    },
+    #[error("invalid setting {name}: {reason}")]
+    Invalid {
+        name: &'static str,
+        reason: &'static str,
+    },
+}
+
+/// Command line of the `ssehub` binary.
+#[derive(Debug, Parser)]
+#[command(name = "ssehub", version, about = "Server-Sent Events fan-out hub")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub settings: Settings,
+}
+
+/// Subcommands besides running the hub.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Print the effective configuration and exit.
+    CheckConfig,
+}
+
+/// Settings as given by flags, environment or file; `None` means "not given here".
+#[derive(Debug, Default, Parser, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Settings {
+    /// TOML file with settings (flags and environment override it).
+    #[arg(long, env = "SSEHUB_CONFIG")]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+    /// Listen address [default: 127.0.0.1:8080].
+    #[arg(long, env = "SSEHUB_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// Redis URL for running several nodes as one hub [default: none, in memory].
+    #[arg(long, env = "SSEHUB_REDIS_URL")]
+    pub redis_url: Option<String>,
+    /// Events kept per channel for replay [default: 1000].
+    #[arg(long, env = "SSEHUB_HISTORY_SIZE")]
+    pub history_size: Option<usize>,
+    /// Bytes of events kept per channel for replay [default: 1048576].
+    #[arg(long, env = "SSEHUB_HISTORY_BYTES")]
+    pub history_bytes: Option<usize>,
+    /// Age after which events leave the history, e.g. 1h, 90s [default: 1h].
+    #[arg(long, env = "SSEHUB_HISTORY_TTL")]
+    pub history_ttl: Option<String>,
+    /// Heartbeat comment interval on idle streams [default: 15s].
+    #[arg(long, env = "SSEHUB_HEARTBEAT")]
+    pub heartbeat: Option<String>,
+    /// Reconnect delay advertised to clients with `retry:` [default: 3s].
+    #[arg(long, env = "SSEHUB_RETRY")]
+    pub retry: Option<String>,
+    /// Connections accepted at once; more get 503 [default: 10000].
+    #[arg(long, env = "SSEHUB_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+    /// Largest request body in bytes; larger gets 413 [default: 1048576].
+    #[arg(long, env = "SSEHUB_MAX_BODY_BYTES")]
+    pub max_body_bytes: Option<usize>,
+    /// Largest data of one event in bytes [default: 65536].
+    #[arg(long, env = "SSEHUB_MAX_EVENT_BYTES")]
+    pub max_event_bytes: Option<usize>,
+    /// Events in one publish request [default: 1000].
+    #[arg(long, env = "SSEHUB_MAX_BATCH")]
+    pub max_batch: Option<usize>,
+    /// Channels alive at once [default: 100000].
+    #[arg(long, env = "SSEHUB_MAX_CHANNELS")]
+    pub max_channels: Option<usize>,
+    /// Channels one subscription may read [default: 32].
+    #[arg(long, env = "SSEHUB_MAX_CHANNELS_PER_CONNECTION")]
+    pub max_channels_per_connection: Option<usize>,
+    /// Events a subscriber may lag behind before it is evicted [default: 1000].
+    #[arg(long, env = "SSEHUB_MAX_LAG")]
+    pub max_lag: Option<usize>,
+    /// How long a subscriber may accept no bytes while events wait [default: 10s].
+    #[arg(long, env = "SSEHUB_WRITE_TIMEOUT")]
+    pub write_timeout: Option<String>,
+    /// How long a client may take to send request headers [default: 10s].
+    #[arg(long, env = "SSEHUB_HEADER_READ_TIMEOUT")]
+    pub header_read_timeout: Option<String>,
+    /// How long a client may take to send a request body [default: 10s].
+    #[arg(long, env = "SSEHUB_BODY_READ_TIMEOUT")]
+    pub body_read_timeout: Option<String>,
+    /// Drain deadline on SIGTERM/SIGINT [default: 10s].
+    #[arg(long, env = "SSEHUB_SHUTDOWN_TIMEOUT")]
+    pub shutdown_timeout: Option<String>,
+    /// Concurrent HTTP/2 streams per connection [default: 256].
+    #[arg(long, env = "SSEHUB_MAX_CONCURRENT_STREAMS")]
+    pub max_concurrent_streams: Option<u32>,
+    /// Origins allowed by CORS, comma separated; `*` allows any origin without credentials.
+    #[arg(long, env = "SSEHUB_CORS_ORIGIN", value_delimiter = ',')]
+    pub cors_origin: Option<Vec<String>>,
+    /// Log format [default: text].
+    #[arg(long, env = "SSEHUB_LOG_FORMAT", value_enum)]
+    pub log_format: Option<LogFormat>,
+}
+
+impl Settings {
+    /// Loads the TOML file named by `--config` (if any) under these settings and validates the result.
+    pub fn into_config(self) -> Result<Config, ConfigError> {
+        let file = match &self.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.clone(),
+                    source,
+                })?;
+                toml::from_str::<Settings>(&text).map_err(|source| ConfigError::Parse {
+                    path: path.clone(),
+                    source: Box::new(source),
+                })?
+            }
+            None => Settings::default(),
+        };
+        self.over(file).resolve()
+    }
+
+    /// Settings given here win over those of `lower`.
+    fn over(self, lower: Settings) -> Settings {
+        Settings {
+            config: self.config,
+            listen: self.listen.or(lower.listen),
+            redis_url: self.redis_url.or(lower.redis_url),
+            history_size: self.history_size.or(lower.history_size),
+            history_bytes: self.history_bytes.or(lower.history_bytes),
+            history_ttl: self.history_ttl.or(lower.history_ttl),
+            heartbeat: self.heartbeat.or(lower.heartbeat),
+            retry: self.retry.or(lower.retry),
+            max_connections: self.max_connections.or(lower.max_connections),
+            max_body_bytes: self.max_body_bytes.or(lower.max_body_bytes),
+            max_event_bytes: self.max_event_bytes.or(lower.max_event_bytes),
+            max_batch: self.max_batch.or(lower.max_batch),
+            max_channels: self.max_channels.or(lower.max_channels),
+            max_channels_per_connection: self
+                .max_channels_per_connection
+                .or(lower.max_channels_per_connection),
+            max_lag: self.max_lag.or(lower.max_lag),
+            write_timeout: self.write_timeout.or(lower.write_timeout),
+            header_read_timeout: self.header_read_timeout.or(lower.header_read_timeout),
+            body_read_timeout: self.body_read_timeout.or(lower.body_read_timeout),
+            shutdown_timeout: self.shutdown_timeout.or(lower.shutdown_timeout),
+            max_concurrent_streams: self.max_concurrent_streams.or(lower.max_concurrent_streams),
+            cors_origin: self.cors_origin.or(lower.cors_origin),
+            log_format: self.log_format.or(lower.log_format),
+        }
+    }
+
+    fn resolve(self) -> Result<Config, ConfigError> {
+        let d = Config::default();
+        let config = Config {
+            listen: self.listen.unwrap_or(d.listen),
+            redis_url: self.redis_url.filter(|url| !url.is_empty()),
+            history_size: self.history_size.unwrap_or(d.history_size),
+            history_bytes: self.history_bytes.unwrap_or(d.history_bytes),
+            history_ttl: duration("history-ttl", self.history_ttl, d.history_ttl)?,
+            heartbeat: duration("heartbeat", self.heartbeat, d.heartbeat)?,
+            retry: duration("retry", self.retry, d.retry)?,
+            max_connections: self.max_connections.unwrap_or(d.max_connections),
+            max_body_bytes: self.max_body_bytes.unwrap_or(d.max_body_bytes),
+            max_event_bytes: self.max_event_bytes.unwrap_or(d.max_event_bytes),
+            max_batch: self.max_batch.unwrap_or(d.max_batch),
+            max_channels: self.max_channels.unwrap_or(d.max_channels),
+            max_channels_per_connection: self
+                .max_channels_per_connection
+                .unwrap_or(d.max_channels_per_connection),
+            max_lag: self.max_lag.unwrap_or(d.max_lag),
+            write_timeout: duration("write-timeout", self.write_timeout, d.write_timeout)?,
+            header_read_timeout: duration(
+                "header-read-timeout",
+                self.header_read_timeout,
+                d.header_read_timeout,
+            )?,
+            body_read_timeout: duration(
+                "body-read-timeout",
+                self.body_read_timeout,
+                d.body_read_timeout,
+            )?,
+            shutdown_timeout: duration(
+                "shutdown-timeout",
+                self.shutdown_timeout,
+                d.shutdown_timeout,
+            )?,
+            max_concurrent_streams: self
+                .max_concurrent_streams
+                .unwrap_or(d.max_concurrent_streams),
+            cors_origins: self.cors_origin.unwrap_or_default(),
+            log_format: self.log_format.unwrap_or(d.log_format),
+        };
+        config.validate()?;
+        Ok(config)
+    }
+}
+
+fn duration(
+    name: &'static str,
+    value: Option<String>,
+    default: Duration,
+) -> Result<Duration, ConfigError> {
+    match value {
+        None => Ok(default),
+        Some(text) => {
+            humantime::parse_duration(text.trim()).map_err(|err| ConfigError::Duration {
+                name,
+                value: text,
+                reason: err.to_string(),
+            })
+        }
+    }
+}
+
+impl Config {
+    /// Rejects settings the hub cannot run with.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |name, reason| Err(ConfigError::Invalid { name, reason });
+        let positive = [
+            ("history-size", self.history_size),
+            ("history-bytes", self.history_bytes),
+            ("max-connections", self.max_connections),
+            ("max-body-bytes", self.max_body_bytes),
+            ("max-event-bytes", self.max_event_bytes),
+            ("max-batch", self.max_batch),
+            ("max-channels", self.max_channels),
+            ("max-channels-per-connection", self.max_channels_per_connection),
+            ("max-lag", self.max_lag),
+        ];
+        for (name, value) in positive {
+            if value == 0 {
+                return invalid(name, "must be at least 1");
+            }
+        }
+        let durations = [
+            ("history-ttl", self.history_ttl),
+            ("heartbeat", self.heartbeat),
+            ("write-timeout", self.write_timeout),
+            ("header-read-timeout", self.header_read_timeout),
+            ("body-read-timeout", self.body_read_timeout),
+        ];
+        for (name, value) in durations {
+            if value < Duration::from_millis(10) {
+                return invalid(name, "must be at least 10ms");
+            }
+        }
+        if self.retry.as_millis() > u128::from(u32::MAX) {
+            return invalid("retry", "is too long");
+        }
+        if self.max_concurrent_streams == 0 {
+            return invalid("max-concurrent-streams", "must be at least 1");
+        }
+        if self.redis_url.is_some() {
+            return invalid(
+                "redis-url",
+                "the Redis broker is not available in this version yet; run without it",
+            );
+        }
+        if self.cors_origins.iter().any(|o| o.trim().is_empty()) {
+            return invalid("cors-origin", "origins must not be empty");
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        Config::default().validate().unwrap();
+    }
+
+    #[test]
+    fn flags_win_over_file() {
+        let dir = std::env::temp_dir().join(format!("ssehub-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("ssehub.toml");
+        std::fs::write(
+            &path,
+            "history-size = 5\nheartbeat = \"2s\"\nlisten = \"127.0.0.1:9000\"\n",
+        )
+        .unwrap();
+        let cli = Cli::try_parse_from([
+            "ssehub",
+            "--config",
+            path.to_str().unwrap(),
+            "--history-size",
+            "7",
+        ])
+        .unwrap();
+        let config = cli.settings.into_config().unwrap();
+        assert_eq!(config.history_size, 7);
+        assert_eq!(config.heartbeat, Duration::from_secs(2));
+        assert_eq!(config.listen.port(), 9000);
+        assert_eq!(config.retry, Duration::from_secs(3));
+    }
+
+    #[test]
+    fn bad_values_are_rejected() {
+        let cli = Cli::try_parse_from(["ssehub", "--heartbeat", "soon"]).unwrap();
+        let err = cli.settings.into_config().unwrap_err();
+        assert!(err.to_string().contains("heartbeat"), "{err}");
+        let cli = Cli::try_parse_from(["ssehub", "--history-size", "0"]).unwrap();
+        assert!(cli.settings.into_config().is_err());
+    }
+
+    #[test]
+    fn unknown_file_keys_are_rejected() {
+        let err = toml::from_str::<Settings>("histroy-size = 3").unwrap_err();
+        assert!(err.to_string().contains("histroy-size"), "{err}");
+    }
+}

@@ -1,0 +1,140 @@
+//! HTTP routing: turns requests into hub calls and hub results into responses, nothing more.
+
+pub mod cors;
+pub mod ops;
+pub mod publish;
+pub mod subscribe;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use http_body_util::{Either, Full};
+use hyper::body::Incoming;
+use hyper::{Method, Request, Response};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::error::ApiError;
+use crate::hub::{Hub, Subscription};
+use crate::metrics::Metrics;
+use cors::Cors;
+
+/// Body of every answer: a whole JSON/text body, or an event stream.
+pub type ResponseBody = Either<Full<Bytes>, Subscription>;
+
+/// Cancels the connection a request arrived on; the server puts one in each request's
+/// extensions so a subscription can be cut even when hyper is not polling it.
+#[derive(Clone)]
+pub struct ConnectionHandle(pub CancellationToken);
+
+/// What request handlers share.
+pub struct App {
+    pub hub: Arc<Hub>,
+    pub metrics: Arc<Metrics>,
+    pub config: Config,
+    pub cors: Cors,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Route {
+    Publish,
+    Events,
+    Metrics,
+    Healthz,
+    Readyz,
+    Unknown,
+}
+
+impl Route {
+    fn of(path: &str) -> (Route, Option<&str>) {
+        match path {
+            "/publish" => (Route::Publish, None),
+            "/events" => (Route::Events, None),
+            "/metrics" => (Route::Metrics, None),
+            "/healthz" => (Route::Healthz, None),
+            "/readyz" => (Route::Readyz, None),
+            _ => {
+                if let Some(rest) = path.strip_prefix("/publish/") {
+                    (Route::Publish, Some(rest))
+                } else if let Some(rest) = path.strip_prefix("/events/") {
+                    (Route::Events, Some(rest))
+                } else {
+                    (Route::Unknown, None)
+                }
+            }
+        }
+    }
+
+    fn label(self) -> &'static str {
+        match self {
+            Route::Publish => "publish",
+            Route::Events => "events",
+            Route::Metrics => "metrics",
+            Route::Healthz => "healthz",
+            Route::Readyz => "readyz",
+            Route::Unknown => "unknown",
+        }
+    }
+
+    fn allow(self) -> &'static str {
+        match self {
+            Route::Publish => "POST, OPTIONS",
+            Route::Events => "GET, OPTIONS",
+            _ => "GET",
+        }
+    }
+}
+
+/// Answers one request.
+pub async fn handle(app: Arc<App>, request: Request<Incoming>) -> Response<ResponseBody> {
+    let accepted = Instant::now();
+    let (route, channel_path) = Route::of(request.uri().path());
+    let origin = request.headers().get(hyper::header::ORIGIN).cloned();
+    let method = request.method().clone();
+    let result = match (route, &method) {
+        (Route::Unknown, _) => Err(ApiError::NotFound(request.uri().path().to_owned())),
+        (Route::Publish | Route::Events, &Method::OPTIONS) => {
+            app.cors.preflight(&request, route.allow()).map(full)
+        }
+        (Route::Publish, &Method::POST) => {
+            let channel_path = channel_path.map(str::to_owned);
+            publish::handle(&app, request, channel_path.as_deref(), accepted)
+                .await
+                .map(full)
+        }
+        (Route::Events, &Method::GET) => subscribe::handle(&app, &request, channel_path),
+        (Route::Metrics, &Method::GET) => Ok(full(ops::metrics(&app))),
+        (Route::Healthz, &Method::GET) => Ok(full(ops::healthz())),
+        (Route::Readyz, &Method::GET) => Ok(full(ops::readyz(&app))),
+        _ => Err(ApiError::MethodNotAllowed {
+            method: method.to_string(),
+            allow: route.allow(),
+        }),
+    };
+    let mut response = result.unwrap_or_else(|err| {
+        if err.status().is_server_error() {
+            tracing::warn!(error = %err, route = route.label(), "request refused");
+        } else {
+            tracing::debug!(error = %err, route = route.label(), "bad request");
+        }
+        full(err.into_response())
+    });
+    if method != Method::OPTIONS {
+        app.cors.decorate(origin.as_ref(), response.headers_mut());
+    }
+    app.metrics
+        .http_requests
+        .with_label_values(&[route.label(), response.status().as_str()])
+        .inc();
+    response
+}
+
+fn full(response: Response<Full<Bytes>>) -> Response<ResponseBody> {
+    response.map(Either::Left)
+}
+
+/// Decodes one `application/x-www-form-urlencoded` query or body.
+pub fn form_pairs(input: &[u8]) -> impl Iterator<Item = (String, String)> + '_ {
+    form_urlencoded::parse(input).map(|(k, v)| (k.into_owned(), v.into_owned()))
+}

@@ -1,0 +1,301 @@
+//! `POST /publish` (JSON single, multi-channel or batch; form-encoded) and `POST /publish/<ch>`
+//! (raw body). The whole request is validated before anything is published.
+
+use std::time::Instant;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::header::{CONTENT_LENGTH, CONTENT_TYPE};
+use hyper::{Request, Response, StatusCode};
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::{form_pairs, App};
+use crate::error::{json_response, ApiError};
+use crate::hub::Publication;
+use crate::names::{check_channel, check_event_name};
+use crate::sse::EventFields;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BodyKind {
+    Json,
+    Form,
+}
+
+/// One event as JSON.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JsonEvent {
+    channel: Option<String>,
+    channels: Option<Vec<String>>,
+    event: Option<String>,
+    data: Option<Value>,
+    retry: Option<u32>,
+    #[serde(default)]
+    close: bool,
+}
+
+/// Fields of one event before validation, from any body style.
+#[derive(Debug, Default)]
+struct Draft {
+    channel: Option<String>,
+    channels: Option<Vec<String>>,
+    event: Option<String>,
+    data: String,
+    retry: Option<u32>,
+    close: bool,
+}
+
+pub async fn handle(
+    app: &App,
+    request: Request<Incoming>,
+    channel_path: Option<&str>,
+    accepted: Instant,
+) -> Result<Response<Full<Bytes>>, ApiError> {
+    let kind = match channel_path {
+        Some(_) => None,
+        None => Some(body_kind(&request)?),
+    };
+    let query = request.uri().query().unwrap_or("").to_owned();
+    let body = read_body(app, request).await?;
+    let (drafts, single) = match (channel_path, kind) {
+        (Some(path), _) => (vec![raw_draft(path, &query, &body)?], true),
+        (None, Some(BodyKind::Json)) => json_drafts(&body)?,
+        (None, _) => (vec![form_draft(&body)?], true),
+    };
+    let mut publications = Vec::new();
+    let batch = drafts.len() > 1 || !single;
+    for (i, draft) in drafts.into_iter().enumerate() {
+        let at = if batch { format!("events[{i}]: ") } else { String::new() };
+        publications.extend(validate(app, draft, &at)?);
+    }
+    if publications.is_empty() {
+        return Err(ApiError::BadRequest("no events to publish".into()));
+    }
+    if publications.len() > app.config.max_batch {
+        return Err(ApiError::BadRequest(format!(
+            "{} events in one request; at most {} allowed",
+            publications.len(),
+            app.config.max_batch
+        )));
+    }
+    let single = single && publications.len() == 1;
+    let receipts = app.hub.publish(&publications, accepted).await?;
+    let body = match (single, receipts.as_slice()) {
+        (true, [receipt]) => serde_json::json!(receipt),
+        _ => serde_json::json!(receipts),
+    };
+    Ok(json_response(StatusCode::OK, &body))
+}
+
+fn body_kind<B>(request: &Request<B>) -> Result<BodyKind, ApiError> {
+    let value = request
+        .headers()
+        .get(CONTENT_TYPE)
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+        .unwrap_or_default();
+    let essence = value.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    match essence.as_str() {
+        "application/json" => Ok(BodyKind::Json),
+        "application/x-www-form-urlencoded" => Ok(BodyKind::Form),
+        _ => Err(ApiError::UnsupportedMediaType(value)),
+    }
+}
+
+/// The whole body, within `max-body-bytes` and `body-read-timeout`.
+async fn read_body(app: &App, request: Request<Incoming>) -> Result<Bytes, ApiError> {
+    let limit = app.config.max_body_bytes;
+    let declared = request
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > limit as u64) {
+        return Err(ApiError::PayloadTooLarge { limit });
+    }
+    let collect = Limited::new(request.into_body(), limit).collect();
+    match tokio::time::timeout(app.config.body_read_timeout, collect).await {
+        Err(_) => Err(ApiError::RequestTimeout(app.config.body_read_timeout)),
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+        Ok(Err(err)) if err.is::<http_body_util::LengthLimitError>() => {
+            Err(ApiError::PayloadTooLarge { limit })
+        }
+        Ok(Err(err)) => Err(ApiError::BadRequest(format!(
+            "request body could not be read: {err}"
+        ))),
+    }
+}
+
+/// `POST /publish/<channel>?event=&retry=&close=`: the raw body is the data.
+fn raw_draft(path: &str, query: &str, body: &[u8]) -> Result<Draft, ApiError> {
+    let channel = percent_encoding::percent_decode_str(path)
+        .decode_utf8()
+        .map_err(|_| ApiError::BadRequest("channel name is not UTF-8".into()))?
+        .into_owned();
+    let data = std::str::from_utf8(body)
+        .map_err(|_| ApiError::BadRequest("data is not valid UTF-8".into()))?
+        .to_owned();
+    let mut draft = Draft {
+        channel: Some(channel),
+        data,
+        ..Draft::default()
+    };
+    for (key, value) in form_pairs(query.as_bytes()) {
+        match key.as_str() {
+            "event" => set_once(&mut draft.event, &key, value)?,
+            "retry" => draft.retry = Some(parse_retry(&value)?),
+            "close" => draft.close = parse_bool(&key, &value)?,
+            _ => return Err(unknown_field(&key)),
+        }
+    }
+    Ok(draft)
+}
+
+/// `channel` (repeatable), `data`, `event`, `retry`, `close`.
+fn form_draft(body: &[u8]) -> Result<Draft, ApiError> {
+    let mut draft = Draft::default();
+    let mut channels = Vec::new();
+    let mut data = None;
+    for (key, value) in form_pairs(body) {
+        match key.as_str() {
+            "channel" => channels.push(value),
+            "data" => set_once(&mut data, &key, value)?,
+            "event" => set_once(&mut draft.event, &key, value)?,
+            "retry" => draft.retry = Some(parse_retry(&value)?),
+            "close" => draft.close = parse_bool(&key, &value)?,
+            _ => return Err(unknown_field(&key)),
+        }
+    }
+    draft.data = data.unwrap_or_default();
+    match channels.len() {
+        0 => {}
+        1 => draft.channel = channels.pop(),
+        _ => draft.channels = Some(channels),
+    }
+    Ok(draft)
+}
+
+/// A JSON object, an array of them, or `{"events": [..]}`; `true` when it was a single object.
+fn json_drafts(body: &[u8]) -> Result<(Vec<Draft>, bool), ApiError> {
+    let value: Value = serde_json::from_slice(body)
+        .map_err(|err| ApiError::BadRequest(format!("invalid JSON: {err}")))?;
+    let (items, single) = match value {
+        Value::Array(items) => (items, false),
+        Value::Object(mut object) if object.contains_key("events") => {
+            if object.len() > 1 {
+                return Err(ApiError::BadRequest(
+                    "\"events\" cannot be mixed with other fields".into(),
+                ));
+            }
+            match object.remove("events") {
+                Some(Value::Array(items)) => (items, false),
+                _ => {
+                    return Err(ApiError::BadRequest(
+                        "\"events\" must be an array of events".into(),
+                    ))
+                }
+            }
+        }
+        object @ Value::Object(_) => (vec![object], true),
+        _ => {
+            return Err(ApiError::BadRequest(
+                "expected a JSON object, an array of objects, or {\"events\": [...]}".into(),
+            ))
+        }
+    };
+    let drafts = items
+        .into_iter()
+        .enumerate()
+        .map(|(i, item)| {
+            let event: JsonEvent = serde_json::from_value(item).map_err(|err| {
+                let at = if single { String::new() } else { format!("events[{i}]: ") };
+                ApiError::BadRequest(format!("{at}{err}"))
+            })?;
+            Ok(Draft {
+                channel: event.channel,
+                channels: event.channels,
+                event: event.event,
+                data: match event.data {
+                    None => String::new(),
+                    Some(Value::String(text)) => text,
+                    Some(other) => other.to_string(),
+                },
+                retry: event.retry,
+                close: event.close,
+            })
+        })
+        .collect::<Result<Vec<_>, ApiError>>()?;
+    Ok((drafts, single))
+}
+
+/// Checks one draft against the naming rules and size bounds; one publication per channel.
+fn validate(app: &App, draft: Draft, at: &str) -> Result<Vec<Publication>, ApiError> {
+    let bad = |msg: String| ApiError::BadRequest(format!("{at}{msg}"));
+    let channels = match (draft.channel, draft.channels) {
+        (Some(_), Some(_)) => return Err(bad("give either channel or channels, not both".into())),
+        (None, None) => return Err(bad("missing channel".into())),
+        (Some(channel), None) => vec![channel],
+        (None, Some(channels)) if channels.is_empty() => {
+            return Err(bad("channels is empty".into()))
+        }
+        (None, Some(channels)) => channels,
+    };
+    for (i, channel) in channels.iter().enumerate() {
+        check_channel(channel).map_err(|err| bad(err.to_string()))?;
+        if channels[..i].contains(channel) {
+            return Err(bad(format!("channel {channel:?} is listed twice")));
+        }
+    }
+    if let Some(event) = &draft.event {
+        check_event_name(event).map_err(|err| bad(err.to_string()))?;
+    }
+    if draft.data.len() > app.config.max_event_bytes {
+        return Err(ApiError::EventTooLarge {
+            at: at.to_owned(),
+            limit: app.config.max_event_bytes,
+        });
+    }
+    let fields = EventFields {
+        event: draft.event,
+        data: draft.data,
+        retry: draft.retry,
+        close: draft.close,
+    };
+    Ok(channels
+        .into_iter()
+        .map(|channel| Publication {
+            channel,
+            fields: fields.clone(),
+        })
+        .collect())
+}
+
+fn set_once(slot: &mut Option<String>, key: &str, value: String) -> Result<(), ApiError> {
+    if slot.replace(value).is_some() {
+        return Err(ApiError::BadRequest(format!("{key} is given twice")));
+    }
+    Ok(())
+}
+
+fn parse_retry(value: &str) -> Result<u32, ApiError> {
+    value
+        .parse()
+        .map_err(|_| ApiError::BadRequest(format!("retry {value:?} is not a number of milliseconds")))
+}
+
+fn parse_bool(key: &str, value: &str) -> Result<bool, ApiError> {
+    match value {
+        "true" | "1" | "" => Ok(true),
+        "false" | "0" => Ok(false),
+        _ => Err(ApiError::BadRequest(format!(
+            "{key} must be true or false, not {value:?}"
+        ))),
+    }
+}
+
+fn unknown_field(key: &str) -> ApiError {
+    ApiError::BadRequest(format!(
+        "unknown field {key:?}; expected channel, data, event, retry or close"
+    ))
+}

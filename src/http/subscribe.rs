@@ -1,0 +1,83 @@
+//! `GET /events/<channel>` and `GET /events?channel=a&channel=b`: opens an event stream, resuming
+//! from `Last-Event-ID` (header, or `?lastEventId=`; the header wins, since EventSource keeps the
+//! URL and sends the header on reconnect).
+
+use bytes::Bytes;
+use http_body_util::{Either, Full};
+use hyper::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE};
+use hyper::{Request, Response, StatusCode};
+use tokio_util::sync::CancellationToken;
+
+use super::{form_pairs, App, ConnectionHandle, ResponseBody};
+use crate::error::ApiError;
+use crate::hub::Opened;
+use crate::names::check_channel;
+
+pub fn handle<B>(
+    app: &App,
+    request: &Request<B>,
+    channel_path: Option<&str>,
+) -> Result<Response<ResponseBody>, ApiError> {
+    let mut channels = Vec::new();
+    let mut query_cursor = None;
+    for (key, value) in form_pairs(request.uri().query().unwrap_or("").as_bytes()) {
+        match key.as_str() {
+            "channel" => channels.push(value),
+            "lastEventId" | "last-event-id" => query_cursor = Some(value),
+            _ => {}
+        }
+    }
+    if let Some(path) = channel_path {
+        if !channels.is_empty() {
+            return Err(ApiError::BadRequest(
+                "give channels in the path or in ?channel=, not both".into(),
+            ));
+        }
+        let name = percent_encoding::percent_decode_str(path)
+            .decode_utf8()
+            .map_err(|_| ApiError::BadRequest("channel name is not UTF-8".into()))?;
+        channels.push(name.into_owned());
+    }
+    if channels.is_empty() {
+        return Err(ApiError::BadRequest("missing channel".into()));
+    }
+    if channels.len() > app.config.max_channels_per_connection {
+        return Err(ApiError::BadRequest(format!(
+            "{} channels on one connection; at most {} allowed",
+            channels.len(),
+            app.config.max_channels_per_connection
+        )));
+    }
+    for (i, channel) in channels.iter().enumerate() {
+        check_channel(channel).map_err(|err| ApiError::BadRequest(err.to_string()))?;
+        if channels[..i].contains(channel) {
+            return Err(ApiError::BadRequest(format!(
+                "channel {channel:?} is listed twice"
+            )));
+        }
+    }
+    let header_cursor = request
+        .headers()
+        .get("last-event-id")
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+    let cursor = header_cursor.or(query_cursor).filter(|c| !c.trim().is_empty());
+    let connection = request
+        .extensions()
+        .get::<ConnectionHandle>()
+        .map_or_else(CancellationToken::new, |handle| handle.0.clone());
+    match app.hub.subscribe(&channels, cursor.as_deref(), connection)? {
+        Opened::Finished => {
+            let mut response = Response::new(Either::Left(Full::new(Bytes::new())));
+            *response.status_mut() = StatusCode::NO_CONTENT;
+            Ok(response)
+        }
+        Opened::Stream(subscription) => {
+            let mut response = Response::new(Either::Right(subscription));
+            let headers = response.headers_mut();
+            headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+            headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+            headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
+            Ok(response)
+        }
+    }
+}

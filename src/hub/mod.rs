@@ -1,0 +1,290 @@
+//! The hub: channels, their subscribers, and the one-way flow from an accepted event to every
+//! subscriber's stream.
+
+pub mod channel;
+pub mod history;
+pub mod registry;
+pub mod subscription;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio_util::sync::CancellationToken;
+
+use crate::broker::Broker;
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::sse::EventFields;
+use channel::Channel;
+use history::Limits;
+use registry::{Registry, RegistryFull};
+pub use subscription::{Opened, Subscription};
+
+/// One event for one channel, validated by the HTTP layer.
+#[derive(Debug, Clone)]
+pub struct Publication {
+    pub channel: String,
+    pub fields: EventFields,
+}
+
+/// The id an accepted event got in its channel.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Receipt {
+    pub id: String,
+    pub channel: String,
+}
+
+/// Why a publish was refused; nothing of the request was published.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    #[error(transparent)]
+    RegistryFull(#[from] RegistryFull),
+    #[error("channel {0:?} is closed: it took a terminal event")]
+    Closed(String),
+    #[error("the hub is shutting down")]
+    ShuttingDown,
+}
+
+/// Why a subscription was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum SubscribeError {
+    #[error(transparent)]
+    RegistryFull(#[from] RegistryFull),
+    #[error("the hub is shutting down")]
+    ShuttingDown,
+}
+
+/// Why a subscriber was disconnected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EvictionReason {
+    /// Fell more than `max-lag` events behind, or behind the retained history.
+    Lagged,
+    /// Its socket accepted nothing for `write-timeout` while bytes waited.
+    WriteTimeout,
+}
+
+impl EvictionReason {
+    pub const ALL: [EvictionReason; 2] = [EvictionReason::Lagged, EvictionReason::WriteTimeout];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EvictionReason::Lagged => "lagged",
+            EvictionReason::WriteTimeout => "write_timeout",
+        }
+    }
+}
+
+/// Why a cursor could not be honoured (sent in the `gap` event and counted in metrics).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GapReason {
+    /// The events after the cursor left the history (count, bytes or age).
+    Trimmed,
+    /// The cursor is from another epoch: the hub restarted or the history was lost.
+    EpochChanged,
+    /// The cursor is past the newest event of its epoch.
+    CursorAhead,
+    /// The cursor is not an id this hub wrote (or names another number of channels).
+    InvalidCursor,
+}
+
+impl GapReason {
+    pub const ALL: [GapReason; 4] = [
+        GapReason::Trimmed,
+        GapReason::EpochChanged,
+        GapReason::CursorAhead,
+        GapReason::InvalidCursor,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GapReason::Trimmed => "trimmed",
+            GapReason::EpochChanged => "epoch_changed",
+            GapReason::CursorAhead => "cursor_ahead",
+            GapReason::InvalidCursor => "invalid_cursor",
+        }
+    }
+}
+
+/// Monotonic milliseconds since the hub started, cheap to store in atomics.
+pub struct Clock {
+    start: Instant,
+}
+
+impl Clock {
+    pub fn now_ms(&self) -> u64 {
+        self.start.elapsed().as_millis() as u64
+    }
+}
+
+/// The bounds the hub applies to channels and subscribers.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub history: Limits,
+    pub max_lag: u64,
+    pub retry_ms: u64,
+    pub heartbeat: Duration,
+    pub write_timeout: Duration,
+}
+
+impl Settings {
+    pub fn from_config(config: &Config) -> Settings {
+        Settings {
+            history: Limits {
+                events: config.history_size,
+                bytes: config.history_bytes,
+                ttl: config.history_ttl,
+            },
+            max_lag: config.max_lag as u64,
+            retry_ms: config.retry.as_millis() as u64,
+            heartbeat: config.heartbeat,
+            write_timeout: config.write_timeout,
+        }
+    }
+}
+
+/// Channels, subscribers and the broker that orders events.
+pub struct Hub {
+    settings: Settings,
+    registry: Registry,
+    broker: Broker,
+    metrics: Arc<Metrics>,
+    clock: Clock,
+    next_subscriber: AtomicU64,
+    shutting_down: AtomicBool,
+}
+
+impl Hub {
+    pub fn new(config: &Config, broker: Broker, metrics: Arc<Metrics>) -> Arc<Hub> {
+        Arc::new(Hub {
+            settings: Settings::from_config(config),
+            registry: Registry::new(config.max_channels, metrics.channels.clone()),
+            broker,
+            metrics,
+            clock: Clock {
+                start: Instant::now(),
+            },
+            next_subscriber: AtomicU64::new(1),
+            shutting_down: AtomicBool::new(false),
+        })
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// Has the broker order `batch` (all or nothing), then wakes every subscriber of the
+    /// channels it touched. `accepted` is when the request arrived, for the latency histogram.
+    pub async fn publish(
+        &self,
+        batch: &[Publication],
+        accepted: Instant,
+    ) -> Result<Vec<Receipt>, PublishError> {
+        if self.is_shutting_down() {
+            return Err(PublishError::ShuttingDown);
+        }
+        let appended = self
+            .broker
+            .publish(&self.registry, batch, &self.settings)
+            .await?;
+        let receipts = appended
+            .iter()
+            .map(|(channel, event)| Receipt {
+                id: event.position().to_string(),
+                channel: channel.name().to_owned(),
+            })
+            .collect();
+        self.metrics.events_published.inc_by(appended.len() as u64);
+        let mut woken: Vec<&Arc<Channel>> = Vec::new();
+        for (channel, event) in appended.iter().rev() {
+            if !woken.iter().any(|c| Arc::ptr_eq(c, channel)) {
+                self.deliver(channel, event.seq);
+                woken.push(channel);
+            }
+        }
+        self.metrics
+            .publish_latency
+            .observe(accepted.elapsed().as_secs_f64());
+        Ok(receipts)
+    }
+
+    /// Wakes the subscribers of `channel`, whose newest event is now `head`.
+    fn deliver(&self, channel: &Channel, head: u64) {
+        let now_ms = self.clock.now_ms();
+        channel.for_each_subscriber(|waiter, index| {
+            waiter.notify(index, head, self.settings.max_lag, now_ms, &self.metrics)
+        });
+    }
+
+    /// Opens a stream over `channels` resuming after `cursor` (a `Last-Event-ID`).
+    pub fn subscribe(
+        self: &Arc<Self>,
+        channels: &[String],
+        cursor: Option<&str>,
+        connection: CancellationToken,
+    ) -> Result<Opened, SubscribeError> {
+        if self.is_shutting_down() {
+            return Err(SubscribeError::ShuttingDown);
+        }
+        Subscription::open(self, channels, cursor, connection)
+    }
+
+    fn next_subscriber_id(&self) -> u64 {
+        self.next_subscriber.fetch_add(1, Relaxed)
+    }
+
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutting_down.load(Relaxed)
+    }
+
+    /// Whether the hub accepts publishes and subscriptions.
+    pub fn is_ready(&self) -> bool {
+        !self.is_shutting_down() && self.broker.is_ready()
+    }
+
+    /// Tells every stream to send a short randomized `retry:` and end, so clients reconnect
+    /// elsewhere and resume by `Last-Event-ID`.
+    pub fn shut_down(&self) {
+        self.shutting_down.store(true, Relaxed);
+        let now_ms = self.clock.now_ms();
+        for channel in self.registry.snapshot() {
+            channel.for_each_subscriber(|waiter, _| waiter.shut_down(now_ms));
+        }
+    }
+
+    /// Runs until `stop`: expires history, sends heartbeats, evicts stalled subscribers and
+    /// removes idle channels.
+    pub async fn housekeeping(self: Arc<Self>, stop: CancellationToken) {
+        let tick = (self.settings.heartbeat.min(self.settings.write_timeout) / 4)
+            .clamp(Duration::from_millis(5), Duration::from_secs(1));
+        let mut interval = tokio::time::interval(tick);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = interval.tick() => self.sweep(),
+            }
+        }
+    }
+
+    fn sweep(&self) {
+        let now = Instant::now();
+        let now_ms = self.clock.now_ms();
+        let heartbeat_ms = self.settings.heartbeat.as_millis() as u64;
+        let write_timeout_ms = self.settings.write_timeout.as_millis() as u64;
+        for channel in self.registry.snapshot() {
+            let empty = channel.expire(now, self.settings.history.ttl);
+            channel.for_each_subscriber(|waiter, _| {
+                waiter.check(now_ms, heartbeat_ms, write_timeout_ms, &self.metrics)
+            });
+            if empty && channel.subscriber_count() == 0 {
+                self.registry.remove_if_idle(&channel);
+            }
+        }
+    }
+}
+

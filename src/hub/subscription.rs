@@ -1,0 +1,462 @@
+//! A subscriber's event stream as an HTTP response body: replay from its cursor, then live
+//! events, heartbeats, eviction and shutdown. Dropping it (hyper does when the client goes away)
+//! deregisters it from its channels and fixes the gauges.
+
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering::Relaxed};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use atomic_waker::AtomicWaker;
+use bytes::{BufMut, Bytes, BytesMut};
+use http_body::{Body, Frame};
+use tokio_util::sync::CancellationToken;
+
+use super::channel::Channel;
+use super::{EvictionReason, GapReason, Hub, SubscribeError};
+use crate::metrics::Metrics;
+use crate::sse::cursor::write_positions;
+use crate::sse::encode::control_event;
+use crate::sse::{Cursor, Epoch, Position};
+
+/// Most bytes drained into one body frame; more waiting events go in the next frame.
+pub const MAX_FRAME_BYTES: usize = 64 << 10;
+
+const HEARTBEAT: u8 = 1;
+const SHUTDOWN: u8 = 2;
+
+/// The part of a subscription that channels and housekeeping reach: how to wake it, how far it
+/// lags, and how to cut its connection when it is too slow.
+pub struct Waiter {
+    id: u64,
+    waker: AtomicWaker,
+    signals: AtomicU8,
+    /// 0, or 1 + the `EvictionReason` index once evicted.
+    evicted: AtomicU8,
+    /// 1 + clock ms when something became ready that the body has not been polled for; 0: none.
+    pending_since: AtomicU64,
+    /// Clock ms of the last frame handed to the connection.
+    last_write: AtomicU64,
+    /// Per channel of the subscription: the seq lag is measured from.
+    lag_floor: Box<[AtomicU64]>,
+    connection: CancellationToken,
+}
+
+impl Waiter {
+    fn new(id: u64, channels: usize, connection: CancellationToken, now_ms: u64) -> Waiter {
+        Waiter {
+            id,
+            waker: AtomicWaker::new(),
+            signals: AtomicU8::new(0),
+            evicted: AtomicU8::new(0),
+            pending_since: AtomicU64::new(0),
+            last_write: AtomicU64::new(now_ms),
+            lag_floor: (0..channels).map(|_| AtomicU64::new(0)).collect(),
+            connection,
+        }
+    }
+
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// A new event up to `head` is in the channel at `index`: wake the body, or evict it if it
+    /// fell more than `max_lag` events behind.
+    pub fn notify(&self, index: usize, head: u64, max_lag: u64, now_ms: u64, metrics: &Metrics) {
+        let floor = self.lag_floor.get(index).map_or(head, |f| f.load(Relaxed));
+        if head.saturating_sub(floor) > max_lag {
+            self.evict(EvictionReason::Lagged, metrics);
+            return;
+        }
+        self.mark_pending(now_ms);
+        self.waker.wake();
+    }
+
+    /// Housekeeping: evict when bytes have waited longer than `write_timeout_ms`; ask for a
+    /// heartbeat when nothing was written for `heartbeat_ms`.
+    pub fn check(&self, now_ms: u64, heartbeat_ms: u64, write_timeout_ms: u64, metrics: &Metrics) {
+        let pending = self.pending_since.load(Relaxed);
+        if pending != 0 && now_ms.saturating_sub(pending - 1) >= write_timeout_ms {
+            self.evict(EvictionReason::WriteTimeout, metrics);
+            return;
+        }
+        if now_ms.saturating_sub(self.last_write.load(Relaxed)) >= heartbeat_ms {
+            self.signal(HEARTBEAT, now_ms);
+        }
+    }
+
+    /// Asks the body to send its reconnect hint and end.
+    pub fn shut_down(&self, now_ms: u64) {
+        self.signal(SHUTDOWN, now_ms);
+    }
+
+    fn signal(&self, bit: u8, now_ms: u64) {
+        self.signals.fetch_or(bit, Relaxed);
+        self.mark_pending(now_ms);
+        self.waker.wake();
+    }
+
+    fn mark_pending(&self, now_ms: u64) {
+        let _ = self
+            .pending_since
+            .compare_exchange(0, now_ms + 1, Relaxed, Relaxed);
+    }
+
+    /// Disconnects the subscriber (even when hyper is not polling its body), counted once.
+    pub fn evict(&self, reason: EvictionReason, metrics: &Metrics) {
+        if self
+            .evicted
+            .compare_exchange(0, reason as u8 + 1, Relaxed, Relaxed)
+            .is_ok()
+        {
+            metrics
+                .evictions
+                .with_label_values(&[reason.as_str()])
+                .inc();
+            tracing::debug!(subscriber = self.id, reason = reason.as_str(), "evicting");
+            self.connection.cancel();
+            self.waker.wake();
+        }
+    }
+
+    fn is_evicted(&self) -> bool {
+        self.evicted.load(Relaxed) != 0
+    }
+}
+
+/// Where a subscription stands in one of its channels.
+struct Reading {
+    epoch: Epoch,
+    /// Seq of the last event written (or skipped as before the cursor).
+    delivered: u64,
+    /// Head of the channel when the subscription opened; lag counts from here.
+    start_head: u64,
+    done: bool,
+}
+
+/// An open event stream.
+pub struct Subscription {
+    hub: Arc<Hub>,
+    waiter: Arc<Waiter>,
+    channels: Vec<Arc<Channel>>,
+    readings: Vec<Reading>,
+    preamble: Option<Bytes>,
+    ended: bool,
+}
+
+/// Result of opening a subscription.
+pub enum Opened {
+    Stream(Subscription),
+    /// Every channel already ended for this client: answer `204` so EventSource stops.
+    Finished,
+}
+
+impl Subscription {
+    pub(super) fn open(
+        hub: &Arc<Hub>,
+        names: &[String],
+        cursor: Option<&str>,
+        connection: CancellationToken,
+    ) -> Result<Opened, SubscribeError> {
+        let cursor = cursor.map(|text| Cursor::parse(text, names.len()));
+        let now_ms = hub.clock.now_ms();
+        let waiter = Arc::new(Waiter::new(
+            hub.next_subscriber_id(),
+            names.len(),
+            connection,
+            now_ms,
+        ));
+        hub.metrics.subscribers.inc();
+        let mut subscription = Subscription {
+            hub: hub.clone(),
+            waiter,
+            channels: Vec::with_capacity(names.len()),
+            readings: Vec::with_capacity(names.len()),
+            preamble: None,
+            ended: false,
+        };
+        let mut gaps = Vec::new();
+        for (index, name) in names.iter().enumerate() {
+            let channel = loop {
+                let channel = hub.registry.get_or_create(name)?;
+                if channel.register(&subscription.waiter, index) {
+                    break channel;
+                }
+            };
+            let log = channel.log();
+            let (head, first, epoch) = (log.head(), log.first_available(), log.epoch());
+            let from_start = first - 1;
+            let (delivered, gap) = match &cursor {
+                None => (head, None),
+                Some(Err(_)) => (from_start, Some(GapReason::InvalidCursor)),
+                Some(Ok(Cursor::Earliest)) => (from_start, None),
+                Some(Ok(Cursor::After(positions))) => {
+                    let asked = positions[index];
+                    if asked.epoch != epoch {
+                        (from_start, Some(GapReason::EpochChanged))
+                    } else if asked.seq > head {
+                        (from_start, Some(GapReason::CursorAhead))
+                    } else if asked.seq < from_start {
+                        (from_start, Some(GapReason::Trimmed))
+                    } else {
+                        (asked.seq, None)
+                    }
+                }
+            };
+            let done = log.closed_at().is_some_and(|closed| closed <= delivered);
+            drop(log);
+            if let Some(reason) = gap {
+                let asked = match &cursor {
+                    Some(Ok(Cursor::After(positions))) => Some(positions[index]),
+                    _ => None,
+                };
+                gaps.push((index, reason, asked, first <= head));
+            }
+            subscription.waiter.lag_floor[index].store(head, Relaxed);
+            subscription.channels.push(channel);
+            subscription.readings.push(Reading {
+                epoch,
+                delivered,
+                start_head: head,
+                done,
+            });
+        }
+        if gaps.is_empty() && subscription.readings.iter().all(|r| r.done) {
+            return Ok(Opened::Finished);
+        }
+        if subscription
+            .readings
+            .iter()
+            .any(|r| r.delivered < r.start_head)
+        {
+            hub.metrics.replays.inc();
+        }
+        subscription.preamble = Some(subscription.preamble(&gaps));
+        Ok(Opened::Stream(subscription))
+    }
+
+    /// First bytes of the stream: a comment, the reconnect delay, and any `gap` events.
+    fn preamble(&self, gaps: &[(usize, GapReason, Option<Position>, bool)]) -> Bytes {
+        let mut buf = BytesMut::with_capacity(64);
+        buf.put_slice(b":ok\nretry: ");
+        buf.put_slice(
+            itoa::Buffer::new()
+                .format(self.hub.settings.retry_ms)
+                .as_bytes(),
+        );
+        buf.put_slice(b"\n\n");
+        for &(index, reason, asked, has_history) in gaps {
+            self.hub
+                .metrics
+                .gaps
+                .with_label_values(&[reason.as_str()])
+                .inc();
+            let reading = &self.readings[index];
+            let first_id = has_history.then(|| {
+                Position {
+                    epoch: reading.epoch,
+                    seq: reading.delivered + 1,
+                }
+                .to_string()
+            });
+            let data = serde_json::json!({
+                "channel": self.channels[index].name(),
+                "reason": reason.as_str(),
+                "last_event_id": asked.map(|p| p.to_string()),
+                "first_id": first_id,
+            });
+            let id = self.current_id();
+            buf.extend_from_slice(&control_event(&id, "gap", &data.to_string()));
+        }
+        buf.freeze()
+    }
+
+    /// The id that resumes this connection where it stands now.
+    fn current_id(&self) -> String {
+        let mut buf = BytesMut::with_capacity(24 * self.readings.len());
+        write_positions(&mut buf, self.positions());
+        String::from_utf8_lossy(&buf).into_owned()
+    }
+
+    fn positions(&self) -> impl Iterator<Item = Position> + '_ {
+        self.readings.iter().map(|r| Position {
+            epoch: r.epoch,
+            seq: r.delivered,
+        })
+    }
+
+    /// Moves every ready event into `out`; `Err` when the subscriber fell behind the history.
+    fn drain(&mut self, out: &mut Out) -> Result<Drained, EvictionReason> {
+        let multi = self.readings.len() > 1;
+        let mut drained = Drained::default();
+        for index in 0..self.readings.len() {
+            if self.readings[index].done {
+                continue;
+            }
+            let log = self.channels[index].log();
+            let from = self.readings[index].delivered;
+            if from >= log.head() {
+                continue;
+            }
+            if log.first_available() > from + 1 {
+                return Err(EvictionReason::Lagged);
+            }
+            for event in log.history().after(from) {
+                if out.len() >= MAX_FRAME_BYTES {
+                    break;
+                }
+                self.readings[index].delivered = event.seq;
+                if multi {
+                    let buf = out.buf();
+                    buf.put_slice(b"id: ");
+                    write_positions(buf, self.positions());
+                    buf.put_u8(b'\n');
+                    buf.put_slice(&event.without_id());
+                } else {
+                    out.push(&event.frame);
+                }
+                drained.events += 1;
+                if event.seq <= self.readings[index].start_head {
+                    drained.replayed += 1;
+                }
+                if event.close {
+                    self.readings[index].done = true;
+                    break;
+                }
+            }
+            drop(log);
+            let reading = &self.readings[index];
+            self.waiter.lag_floor[index].store(reading.delivered.max(reading.start_head), Relaxed);
+        }
+        Ok(drained)
+    }
+
+    fn shutdown_frame(&self) -> Bytes {
+        let retry_ms: u64 = rand::random_range(100..=2000);
+        Bytes::from(format!("retry: {retry_ms}\n\n"))
+    }
+}
+
+impl Body for Subscription {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        let this = self.get_mut();
+        if this.ended || this.waiter.is_evicted() {
+            return Poll::Ready(None);
+        }
+        this.waiter.waker.register(cx.waker());
+        this.waiter.pending_since.store(0, Relaxed);
+        let signals = this.waiter.signals.swap(0, Relaxed);
+        if signals & SHUTDOWN != 0 || this.hub.is_shutting_down() {
+            this.ended = true;
+            return Poll::Ready(Some(Ok(Frame::data(this.shutdown_frame()))));
+        }
+        let mut out = Out::Empty;
+        if let Some(preamble) = this.preamble.take() {
+            out.push(&preamble);
+        }
+        let drained = match this.drain(&mut out) {
+            Ok(drained) => drained,
+            Err(reason) => {
+                this.waiter.evict(reason, &this.hub.metrics);
+                this.ended = true;
+                return Poll::Ready(None);
+            }
+        };
+        if this.readings.iter().all(|r| r.done) {
+            this.ended = true;
+        }
+        let frame = match out.into_bytes() {
+            Some(frame) => frame,
+            None if this.ended => return Poll::Ready(None),
+            None if signals & HEARTBEAT != 0 => Bytes::from_static(b":\n\n"),
+            None => return Poll::Pending,
+        };
+        let metrics = &this.hub.metrics;
+        metrics.events_delivered.inc_by(drained.events);
+        if drained.replayed > 0 {
+            metrics.events_replayed.inc_by(drained.replayed);
+        }
+        metrics.frames_written.inc();
+        metrics.bytes_written.inc_by(frame.len() as u64);
+        this.waiter
+            .last_write
+            .store(this.hub.clock.now_ms(), Relaxed);
+        Poll::Ready(Some(Ok(Frame::data(frame))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.ended
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        for channel in &self.channels {
+            channel.unregister(self.waiter.id);
+            if channel.subscriber_count() == 0 {
+                self.hub.registry.remove_if_idle(channel);
+            }
+        }
+        self.hub.metrics.subscribers.dec();
+    }
+}
+
+/// Events moved into one frame.
+#[derive(Debug, Default)]
+struct Drained {
+    events: u64,
+    replayed: u64,
+}
+
+/// Bytes of one body frame: a single shared event is passed on without copying.
+enum Out {
+    Empty,
+    One(Bytes),
+    Many(BytesMut),
+}
+
+impl Out {
+    fn len(&self) -> usize {
+        match self {
+            Out::Empty => 0,
+            Out::One(bytes) => bytes.len(),
+            Out::Many(buf) => buf.len(),
+        }
+    }
+
+    fn push(&mut self, bytes: &Bytes) {
+        match self {
+            Out::Empty => *self = Out::One(bytes.clone()),
+            _ => self.buf().extend_from_slice(bytes),
+        }
+    }
+
+    fn buf(&mut self) -> &mut BytesMut {
+        if !matches!(self, Out::Many(_)) {
+            let mut buf = BytesMut::with_capacity(MAX_FRAME_BYTES.min(4096));
+            if let Out::One(bytes) = self {
+                buf.extend_from_slice(bytes);
+            }
+            *self = Out::Many(buf);
+        }
+        match self {
+            Out::Many(buf) => buf,
+            _ => unreachable!("converted to Many above"),
+        }
+    }
+
+    fn into_bytes(self) -> Option<Bytes> {
+        match self {
+            Out::Empty => None,
+            Out::One(bytes) => Some(bytes),
+            Out::Many(buf) => Some(buf.freeze()),
+        }
+    }
+}

@@ -1,0 +1,14 @@
+//! ssehub: a Server-Sent Events fan-out hub. Publishers POST events; subscribers read them in
+//! order over `text/event-stream`, resume with `Last-Event-ID`, and slow ones are evicted.
+
+pub mod broker;
+pub mod config;
+pub mod error;
+pub mod http;
+pub mod hub;
+pub mod metrics;
+pub mod names;
+pub mod server;
+pub mod sse;
+
+pub use config::Config;
