@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# The one command that runs every test of ssehub: installs what the tests need when it is
+# missing, then checks formatting and lints and runs the whole workspace's tests.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+missing=()
+type -P kill >/dev/null || missing+=(procps)
+command -v cc >/dev/null 2>&1 || missing+=(gcc)
+if [ "${#missing[@]}" -gt 0 ]; then
+  echo "tests/run.sh: installing ${missing[*]}"
+  sudo_cmd=()
+  [ "$(id -u)" -eq 0 ] || sudo_cmd=(sudo)
+  "${sudo_cmd[@]}" apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq "${missing[@]}"
+fi
+
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets -- -D warnings
+cargo test --workspace
