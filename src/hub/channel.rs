@@ -30,8 +30,8 @@ pub struct Log {
     /// Seq of the newest event (0: none yet).
     head: u64,
     history: History,
-    /// Seq of the terminal event, once one was published.
-    closed_at: Option<u64>,
+    /// Seq of the terminal event and when it was published, once one was.
+    closed_at: Option<(u64, Instant)>,
     /// Set when the registry dropped this channel: look the name up again.
     removed: bool,
 }
@@ -103,11 +103,16 @@ impl Channel {
         }
     }
 
-    /// Marks the channel removed when nobody listens and nothing is retained.
-    pub fn retire_if_idle(&self) -> bool {
+    /// Marks the channel removed when nobody listens and nothing is retained. A closed channel
+    /// is kept until `closed_linger` after its terminal event, so late reconnects still get
+    /// `204` (and publishers `409`) after its history expired.
+    pub fn retire_if_idle(&self, now: Instant, closed_linger: Duration) -> bool {
         let subscribers = self.subscribers.read();
         let mut log = self.log.write();
-        if !subscribers.is_empty() || !log.history.is_empty() || log.removed {
+        let lingering = log
+            .closed_at
+            .is_some_and(|(_, at)| now.duration_since(at) < closed_linger);
+        if !subscribers.is_empty() || !log.history.is_empty() || log.removed || lingering {
             return false;
         }
         log.removed = true;
@@ -142,8 +147,9 @@ impl Log {
         &self.history
     }
 
+    /// Seq of the terminal event, once one was published.
     pub fn closed_at(&self) -> Option<u64> {
-        self.closed_at
+        self.closed_at.map(|(seq, _)| seq)
     }
 
     pub fn is_removed(&self) -> bool {
@@ -180,7 +186,7 @@ impl Log {
         };
         let event = Arc::new(Event::encode(position, fields, now));
         if fields.close {
-            self.closed_at = Some(self.head);
+            self.closed_at = Some((self.head, now));
         }
         self.history.push(event.clone(), limits);
         event

@@ -158,7 +158,15 @@ impl Hub {
     pub fn new(config: &Config, broker: Broker, metrics: Arc<Metrics>) -> Arc<Hub> {
         Arc::new(Hub {
             settings: Settings::from_config(config),
-            registry: Registry::new(config.max_channels, metrics.channels.clone()),
+            // A closed channel outlives its history long enough for clients to reconnect
+            // and be told it ended.
+            registry: Registry::new(
+                config.max_channels,
+                config
+                    .history_ttl
+                    .saturating_add(config.history_ttl.max(Duration::from_secs(60))),
+                metrics.channels.clone(),
+            ),
             broker,
             metrics,
             clock: Clock {
@@ -259,7 +267,15 @@ impl Hub {
     /// Runs until `stop`: expires history, sends heartbeats, evicts stalled subscribers and
     /// removes idle channels.
     pub async fn housekeeping(self: Arc<Self>, stop: CancellationToken) {
-        let tick = (self.settings.heartbeat.min(self.settings.write_timeout) / 4)
+        let shortest = [
+            self.settings.heartbeat,
+            self.settings.write_timeout,
+            self.settings.history.ttl,
+        ]
+        .into_iter()
+        .min()
+        .unwrap_or(Duration::from_secs(1));
+        let tick = (shortest / 4)
             .clamp(Duration::from_millis(5), Duration::from_secs(1));
         let mut interval = tokio::time::interval(tick);
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

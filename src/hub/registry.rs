@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use parking_lot::RwLock;
 use prometheus::IntGauge;
@@ -13,6 +14,8 @@ use super::channel::Channel;
 pub struct Registry {
     channels: RwLock<HashMap<Arc<str>, Arc<Channel>>>,
     max_channels: usize,
+    /// How long a closed channel is remembered after its terminal event.
+    closed_linger: Duration,
     gauge: IntGauge,
 }
 
@@ -22,10 +25,11 @@ pub struct Registry {
 pub struct RegistryFull;
 
 impl Registry {
-    pub fn new(max_channels: usize, gauge: IntGauge) -> Registry {
+    pub fn new(max_channels: usize, closed_linger: Duration, gauge: IntGauge) -> Registry {
         Registry {
             channels: RwLock::new(HashMap::new()),
             max_channels,
+            closed_linger,
             gauge,
         }
     }
@@ -53,13 +57,14 @@ impl Registry {
     }
 
     /// Removes `channel` if it is still the registered one and has neither subscribers nor
-    /// history. Holders of the `Arc` see it marked removed and look the name up again.
+    /// history (nor a recent terminal event). Holders of the `Arc` see it marked removed and
+    /// look the name up again.
     pub fn remove_if_idle(&self, channel: &Arc<Channel>) -> bool {
         let mut channels = self.channels.write();
         let registered = channels
             .get(channel.name())
             .is_some_and(|c| Arc::ptr_eq(c, channel));
-        if !registered || !channel.retire_if_idle() {
+        if !registered || !channel.retire_if_idle(Instant::now(), self.closed_linger) {
             return false;
         }
         channels.remove(channel.name());
