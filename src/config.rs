@@ -309,13 +309,11 @@ fn duration(
 ) -> Result<Duration, ConfigError> {
     match value {
         None => Ok(default),
-        Some(text) => {
-            humantime::parse_duration(text.trim()).map_err(|err| ConfigError::Duration {
-                name,
-                value: text,
-                reason: err.to_string(),
-            })
-        }
+        Some(text) => humantime::parse_duration(text.trim()).map_err(|err| ConfigError::Duration {
+            name,
+            value: text,
+            reason: err.to_string(),
+        }),
     }
 }
 
@@ -331,7 +329,10 @@ impl Config {
             ("max-event-bytes", self.max_event_bytes),
             ("max-batch", self.max_batch),
             ("max-channels", self.max_channels),
-            ("max-channels-per-connection", self.max_channels_per_connection),
+            (
+                "max-channels-per-connection",
+                self.max_channels_per_connection,
+            ),
             ("max-lag", self.max_lag),
         ];
         for (name, value) in positive {

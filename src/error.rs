@@ -22,7 +22,9 @@ pub enum ApiError {
     PayloadTooLarge { limit: usize },
     #[error("{at}data is larger than {limit} bytes")]
     EventTooLarge { at: String, limit: usize },
-    #[error("unsupported content type {0:?}: use application/json or application/x-www-form-urlencoded")]
+    #[error(
+        "unsupported content type {0:?}: use application/json or application/x-www-form-urlencoded"
+    )]
     UnsupportedMediaType(String),
     #[error("request body was not received within {0:?}")]
     RequestTimeout(Duration),

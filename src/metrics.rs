@@ -88,10 +88,7 @@ impl Metrics {
                 "Subscribers disconnected for being too slow, by reason",
                 &["reason"],
             ),
-            replays: counter(
-                "replays_total",
-                "Subscriptions that resumed from history",
-            ),
+            replays: counter("replays_total", "Subscriptions that resumed from history"),
             events_replayed: counter("events_replayed_total", "Events sent from history"),
             gaps: counter_vec(
                 "gaps_total",

@@ -75,7 +75,13 @@ mod tests {
 
     #[test]
     fn channel_names() {
-        for good in ["news", "chat/room-1", "user:42", "a.b_c@d~e", &"x".repeat(128)] {
+        for good in [
+            "news",
+            "chat/room-1",
+            "user:42",
+            "a.b_c@d~e",
+            &"x".repeat(128),
+        ] {
             assert_eq!(check_channel(good), Ok(()), "{good}");
         }
         for bad in [

@@ -4,7 +4,7 @@ use std::time::Instant;
 
 use super::Appended;
 use crate::hub::registry::Registry;
-use crate::hub::{PublishError, Publication, Settings};
+use crate::hub::{Publication, PublishError, Settings};
 
 /// Orders events inside this process. Epochs are random per channel, so a restarted process
 /// is told apart from the one before it.

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use crate::hub::channel::Channel;
 use crate::hub::registry::Registry;
-use crate::hub::{PublishError, Publication, Settings};
+use crate::hub::{Publication, PublishError, Settings};
 use crate::sse::Event;
 pub use memory::MemoryBroker;
 

@@ -95,13 +95,9 @@ impl Cors {
         })?;
         if let Some(asked) = request.headers().get(ACCESS_CONTROL_REQUEST_HEADERS) {
             let asked = asked.to_str().unwrap_or("");
-            if let Some(bad) = asked
-                .split(',')
-                .map(str::trim)
-                .find(|h| {
-                    !h.is_empty() && !ALLOWED_HEADER_NAMES.contains(&h.to_ascii_lowercase().as_str())
-                })
-            {
+            if let Some(bad) = asked.split(',').map(str::trim).find(|h| {
+                !h.is_empty() && !ALLOWED_HEADER_NAMES.contains(&h.to_ascii_lowercase().as_str())
+            }) {
                 return Err(ApiError::BadRequest(format!(
                     "header {bad:?} is not allowed; allowed: {ALLOWED_HEADERS}"
                 )));
@@ -111,7 +107,10 @@ impl Cors {
         *response.status_mut() = StatusCode::NO_CONTENT;
         let headers = response.headers_mut();
         Self::write(grant, headers);
-        headers.insert(ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static(methods));
+        headers.insert(
+            ACCESS_CONTROL_ALLOW_METHODS,
+            HeaderValue::from_static(methods),
+        );
         headers.insert(
             ACCESS_CONTROL_ALLOW_HEADERS,
             HeaderValue::from_static(ALLOWED_HEADERS),

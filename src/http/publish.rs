@@ -67,7 +67,11 @@ pub async fn handle(
     let mut publications = Vec::new();
     let batch = drafts.len() > 1 || !single;
     for (i, draft) in drafts.into_iter().enumerate() {
-        let at = if batch { format!("events[{i}]: ") } else { String::new() };
+        let at = if batch {
+            format!("events[{i}]: ")
+        } else {
+            String::new()
+        };
         publications.extend(validate(app, draft, &at)?);
     }
     if publications.is_empty() {
@@ -95,7 +99,12 @@ fn body_kind<B>(request: &Request<B>) -> Result<BodyKind, ApiError> {
         .get(CONTENT_TYPE)
         .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
         .unwrap_or_default();
-    let essence = value.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    let essence = value
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
     match essence.as_str() {
         "application/json" => Ok(BodyKind::Json),
         "application/x-www-form-urlencoded" => Ok(BodyKind::Form),
@@ -209,7 +218,11 @@ fn json_drafts(body: &[u8]) -> Result<(Vec<Draft>, bool), ApiError> {
         .enumerate()
         .map(|(i, item)| {
             let event: JsonEvent = serde_json::from_value(item).map_err(|err| {
-                let at = if single { String::new() } else { format!("events[{i}]: ") };
+                let at = if single {
+                    String::new()
+                } else {
+                    format!("events[{i}]: ")
+                };
                 ApiError::BadRequest(format!("{at}{err}"))
             })?;
             Ok(Draft {
@@ -279,9 +292,9 @@ fn set_once(slot: &mut Option<String>, key: &str, value: String) -> Result<(), A
 }
 
 fn parse_retry(value: &str) -> Result<u32, ApiError> {
-    value
-        .parse()
-        .map_err(|_| ApiError::BadRequest(format!("retry {value:?} is not a number of milliseconds")))
+    value.parse().map_err(|_| {
+        ApiError::BadRequest(format!("retry {value:?} is not a number of milliseconds"))
+    })
 }
 
 fn parse_bool(key: &str, value: &str) -> Result<bool, ApiError> {

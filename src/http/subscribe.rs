@@ -60,12 +60,17 @@ pub fn handle<B>(
         .headers()
         .get("last-event-id")
         .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
-    let cursor = header_cursor.or(query_cursor).filter(|c| !c.trim().is_empty());
+    let cursor = header_cursor
+        .or(query_cursor)
+        .filter(|c| !c.trim().is_empty());
     let connection = request
         .extensions()
         .get::<ConnectionHandle>()
         .map_or_else(CancellationToken::new, |handle| handle.0.clone());
-    match app.hub.subscribe(&channels, cursor.as_deref(), connection)? {
+    match app
+        .hub
+        .subscribe(&channels, cursor.as_deref(), connection)?
+    {
         Opened::Finished => {
             let mut response = Response::new(Either::Left(Full::new(Bytes::new())));
             *response.status_mut() = StatusCode::NO_CONTENT;

@@ -24,7 +24,10 @@ pub struct History {
 impl History {
     /// Appends `event` (whose seq follows the newest) and trims to `limits`.
     pub fn push(&mut self, event: Arc<Event>, limits: Limits) {
-        debug_assert!(self.events.back().is_none_or(|last| last.seq + 1 == event.seq));
+        debug_assert!(self
+            .events
+            .back()
+            .is_none_or(|last| last.seq + 1 == event.seq));
         self.bytes += event.frame.len();
         self.events.push_back(event);
         while self.events.len() > limits.events
@@ -89,7 +92,7 @@ impl History {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sse::{EventFields, Epoch, Position};
+    use crate::sse::{Epoch, EventFields, Position};
 
     fn event(seq: u64, data: &str, at: Instant) -> Arc<Event> {
         let fields = EventFields {
@@ -157,6 +160,9 @@ mod tests {
             1
         );
         assert_eq!(history.first_seq(), Some(2));
-        assert_eq!(history.bytes(), history.after(0).map(|e| e.frame.len()).sum::<usize>());
+        assert_eq!(
+            history.bytes(),
+            history.after(0).map(|e| e.frame.len()).sum::<usize>()
+        );
     }
 }

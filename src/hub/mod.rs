@@ -275,8 +275,7 @@ impl Hub {
         .into_iter()
         .min()
         .unwrap_or(Duration::from_secs(1));
-        let tick = (shortest / 4)
-            .clamp(Duration::from_millis(5), Duration::from_secs(1));
+        let tick = (shortest / 4).clamp(Duration::from_millis(5), Duration::from_secs(1));
         let mut interval = tokio::time::interval(tick);
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -303,4 +302,3 @@ impl Hub {
         }
     }
 }
-

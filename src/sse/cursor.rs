@@ -40,11 +40,12 @@ impl Epoch {
         if text.len() != EPOCH_LEN {
             return None;
         }
-        text.bytes().try_fold(0u64, |acc, b| {
-            let digit = ALPHABET.iter().position(|&a| a == b)?;
-            Some(acc * 62 + digit as u64)
-        })
-        .map(Epoch)
+        text.bytes()
+            .try_fold(0u64, |acc, b| {
+                let digit = ALPHABET.iter().position(|&a| a == b)?;
+                Some(acc * 62 + digit as u64)
+            })
+            .map(Epoch)
     }
 }
 

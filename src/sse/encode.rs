@@ -82,7 +82,11 @@ pub fn put_data(buf: &mut BytesMut, data: &str) {
         if end == rest.len() {
             return;
         }
-        let skip = if rest[end..].starts_with("\r\n") { 2 } else { 1 };
+        let skip = if rest[end..].starts_with("\r\n") {
+            2
+        } else {
+            1
+        };
         rest = &rest[end + skip..];
     }
 }
