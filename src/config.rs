@@ -139,71 +139,71 @@ pub enum Command {
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct Settings {
     /// TOML file with settings (flags and environment override it).
-    #[arg(long, env = "SSEHUB_CONFIG")]
+    #[arg(long, global = true, env = "SSEHUB_CONFIG")]
     #[serde(skip)]
     pub config: Option<PathBuf>,
     /// Listen address [default: 127.0.0.1:8080].
-    #[arg(long, env = "SSEHUB_LISTEN")]
+    #[arg(long, global = true, env = "SSEHUB_LISTEN")]
     pub listen: Option<SocketAddr>,
     /// Redis URL for running several nodes as one hub [default: none, in memory].
-    #[arg(long, env = "SSEHUB_REDIS_URL")]
+    #[arg(long, global = true, env = "SSEHUB_REDIS_URL")]
     pub redis_url: Option<String>,
     /// Events kept per channel for replay [default: 1000].
-    #[arg(long, env = "SSEHUB_HISTORY_SIZE")]
+    #[arg(long, global = true, env = "SSEHUB_HISTORY_SIZE")]
     pub history_size: Option<usize>,
     /// Bytes of events kept per channel for replay [default: 1048576].
-    #[arg(long, env = "SSEHUB_HISTORY_BYTES")]
+    #[arg(long, global = true, env = "SSEHUB_HISTORY_BYTES")]
     pub history_bytes: Option<usize>,
     /// Age after which events leave the history, e.g. 1h, 90s [default: 1h].
-    #[arg(long, env = "SSEHUB_HISTORY_TTL")]
+    #[arg(long, global = true, env = "SSEHUB_HISTORY_TTL")]
     pub history_ttl: Option<String>,
     /// Heartbeat comment interval on idle streams [default: 15s].
-    #[arg(long, env = "SSEHUB_HEARTBEAT")]
+    #[arg(long, global = true, env = "SSEHUB_HEARTBEAT")]
     pub heartbeat: Option<String>,
     /// Reconnect delay advertised to clients with `retry:` [default: 3s].
-    #[arg(long, env = "SSEHUB_RETRY")]
+    #[arg(long, global = true, env = "SSEHUB_RETRY")]
     pub retry: Option<String>,
     /// Connections accepted at once; more get 503 [default: 10000].
-    #[arg(long, env = "SSEHUB_MAX_CONNECTIONS")]
+    #[arg(long, global = true, env = "SSEHUB_MAX_CONNECTIONS")]
     pub max_connections: Option<usize>,
     /// Largest request body in bytes; larger gets 413 [default: 1048576].
-    #[arg(long, env = "SSEHUB_MAX_BODY_BYTES")]
+    #[arg(long, global = true, env = "SSEHUB_MAX_BODY_BYTES")]
     pub max_body_bytes: Option<usize>,
     /// Largest data of one event in bytes [default: 65536].
-    #[arg(long, env = "SSEHUB_MAX_EVENT_BYTES")]
+    #[arg(long, global = true, env = "SSEHUB_MAX_EVENT_BYTES")]
     pub max_event_bytes: Option<usize>,
     /// Events in one publish request [default: 1000].
-    #[arg(long, env = "SSEHUB_MAX_BATCH")]
+    #[arg(long, global = true, env = "SSEHUB_MAX_BATCH")]
     pub max_batch: Option<usize>,
     /// Channels alive at once [default: 100000].
-    #[arg(long, env = "SSEHUB_MAX_CHANNELS")]
+    #[arg(long, global = true, env = "SSEHUB_MAX_CHANNELS")]
     pub max_channels: Option<usize>,
     /// Channels one subscription may read [default: 32].
-    #[arg(long, env = "SSEHUB_MAX_CHANNELS_PER_CONNECTION")]
+    #[arg(long, global = true, env = "SSEHUB_MAX_CHANNELS_PER_CONNECTION")]
     pub max_channels_per_connection: Option<usize>,
     /// Events a subscriber may lag behind before it is evicted [default: 1000].
-    #[arg(long, env = "SSEHUB_MAX_LAG")]
+    #[arg(long, global = true, env = "SSEHUB_MAX_LAG")]
     pub max_lag: Option<usize>,
     /// How long a subscriber may accept no bytes while events wait [default: 10s].
-    #[arg(long, env = "SSEHUB_WRITE_TIMEOUT")]
+    #[arg(long, global = true, env = "SSEHUB_WRITE_TIMEOUT")]
     pub write_timeout: Option<String>,
     /// How long a client may take to send request headers [default: 10s].
-    #[arg(long, env = "SSEHUB_HEADER_READ_TIMEOUT")]
+    #[arg(long, global = true, env = "SSEHUB_HEADER_READ_TIMEOUT")]
     pub header_read_timeout: Option<String>,
     /// How long a client may take to send a request body [default: 10s].
-    #[arg(long, env = "SSEHUB_BODY_READ_TIMEOUT")]
+    #[arg(long, global = true, env = "SSEHUB_BODY_READ_TIMEOUT")]
     pub body_read_timeout: Option<String>,
     /// Drain deadline on SIGTERM/SIGINT [default: 10s].
-    #[arg(long, env = "SSEHUB_SHUTDOWN_TIMEOUT")]
+    #[arg(long, global = true, env = "SSEHUB_SHUTDOWN_TIMEOUT")]
     pub shutdown_timeout: Option<String>,
     /// Concurrent HTTP/2 streams per connection [default: 256].
-    #[arg(long, env = "SSEHUB_MAX_CONCURRENT_STREAMS")]
+    #[arg(long, global = true, env = "SSEHUB_MAX_CONCURRENT_STREAMS")]
     pub max_concurrent_streams: Option<u32>,
     /// Origins allowed by CORS, comma separated; `*` allows any origin without credentials.
-    #[arg(long, env = "SSEHUB_CORS_ORIGIN", value_delimiter = ',')]
+    #[arg(long, global = true, env = "SSEHUB_CORS_ORIGIN", value_delimiter = ',')]
     pub cors_origin: Option<Vec<String>>,
     /// Log format [default: text].
-    #[arg(long, env = "SSEHUB_LOG_FORMAT", value_enum)]
+    #[arg(long, global = true, env = "SSEHUB_LOG_FORMAT", value_enum)]
     pub log_format: Option<LogFormat>,
 }
 

@@ -1,0 +1,551 @@
+//! The built `ssehub` binary as a child process: signals, configuration sources, JSON logs and
+//! the default setup.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{ExitStatus, Output, Stdio};
+use std::time::Duration;
+
+use common::{publish_raw, request, SseClient};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::net::TcpStream;
+use tokio::process::{Child, Command};
+use tokio::time::Instant;
+
+const BIN: &str = env!("CARGO_BIN_EXE_ssehub");
+/// Bound on a server answering `/healthz` after spawn.
+const START_TIMEOUT: Duration = Duration::from_secs(20);
+/// Bound on a one-shot run (`check-config`, invalid settings).
+const RUN_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// A loopback port that was free a moment ago.
+fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    listener.local_addr().expect("local_addr").port()
+}
+
+/// `ssehub args...` with no `SSEHUB_*` or `RUST_LOG` inherited, and `envs` set.
+fn command(args: &[&str], envs: &[(&str, &str)]) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.args(args).stdin(Stdio::null()).kill_on_drop(true);
+    for (name, _) in std::env::vars_os() {
+        let inherited = name.to_str().unwrap_or_default();
+        if inherited.starts_with("SSEHUB_") || inherited == "RUST_LOG" {
+            cmd.env_remove(&name);
+        }
+    }
+    cmd.envs(envs.iter().copied());
+    cmd
+}
+
+/// Runs `ssehub args...` to completion within [`RUN_TIMEOUT`].
+async fn run(args: &[&str], envs: &[(&str, &str)]) -> Output {
+    let child = command(args, envs)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn ssehub");
+    match tokio::time::timeout(RUN_TIMEOUT, child.wait_with_output()).await {
+        Ok(output) => output.expect("wait for ssehub"),
+        // Dropping the future drops the child, which kill_on_drop kills.
+        Err(_) => panic!("ssehub {args:?} did not exit within {RUN_TIMEOUT:?}"),
+    }
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// A running `ssehub`; dropping it kills the process.
+struct Server {
+    child: Child,
+    addr: SocketAddr,
+    /// Where stdout and stderr go, unless stdout is piped.
+    log: PathBuf,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.start_kill();
+        let _ = std::fs::remove_file(&self.log);
+    }
+}
+
+impl Server {
+    /// Starts `ssehub --listen 127.0.0.1:<free> args...` and waits until `/healthz` answers.
+    /// With `pipe_stdout`, stdout is left in `child.stdout` for the test to read.
+    async fn start(name: &str, args: &[&str], envs: &[(&str, &str)], pipe_stdout: bool) -> Server {
+        let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let listen = addr.to_string();
+        let mut all = vec!["--listen", listen.as_str()];
+        all.extend_from_slice(args);
+        let log = std::env::temp_dir().join(format!(
+            "ssehub-process-test-{}-{name}.log",
+            std::process::id()
+        ));
+        let file = std::fs::File::create(&log).expect("create the server log file");
+        let stdout = if pipe_stdout {
+            Stdio::piped()
+        } else {
+            Stdio::from(file.try_clone().expect("clone log file"))
+        };
+        let child = command(&all, envs)
+            .stdout(stdout)
+            .stderr(Stdio::from(file))
+            .spawn()
+            .expect("spawn ssehub");
+        let mut server = Server { child, addr, log };
+        server.wait_healthy().await;
+        server
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    async fn wait_healthy(&mut self) {
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                panic!(
+                    "ssehub exited with {status} before serving; output:\n{}",
+                    self.log_text()
+                );
+            }
+            if TcpStream::connect(self.addr).await.is_ok() {
+                let response = request(self.addr, "GET", "/healthz", &[], b"").await;
+                assert_eq!(response.status, 200, "/healthz: {}", response.text());
+                assert_eq!(response.json(), serde_json::json!({"status": "ok"}));
+                return;
+            }
+            if Instant::now() >= deadline {
+                panic!(
+                    "ssehub on {} did not answer /healthz within {START_TIMEOUT:?}; output:\n{}",
+                    self.addr,
+                    self.log_text()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Sends `signal` (`TERM`, `INT`) with the `kill` command.
+    async fn signal(&self, signal: &str) {
+        let pid = self.child.id().expect("ssehub still running").to_string();
+        let status = Command::new("kill")
+            .args([format!("-{signal}"), pid])
+            .status()
+            .await
+            .expect("run kill");
+        assert!(status.success(), "kill -{signal} failed: {status}");
+    }
+
+    /// Waits for the process to exit by `deadline`.
+    async fn exit_by(&mut self, deadline: Instant, what: &str) -> ExitStatus {
+        match tokio::time::timeout_at(deadline, self.child.wait()).await {
+            Ok(status) => status.expect("wait for ssehub"),
+            Err(_) => panic!("ssehub did not exit {what}; output:\n{}", self.log_text()),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// 6. Graceful shutdown on signals
+
+async fn signal_ends_streams_and_exits_zero(signal: &str) {
+    let shutdown_timeout = Duration::from_secs(5);
+    let mut server = Server::start(
+        &format!("sig{signal}"),
+        &["--shutdown-timeout", "5s", "--retry", "3s"],
+        &[],
+        false,
+    )
+    .await;
+    let addr = server.addr;
+    let mut clients = Vec::new();
+    for i in 0..3 {
+        let client = SseClient::connect(addr, "/events/news", &[]).await;
+        assert_eq!(client.status, 200, "subscriber {i}");
+        clients.push(client);
+    }
+    let response = publish_raw(addr, "news", "before").await;
+    assert_eq!(response.status, 200, "{}", response.text());
+    for client in &mut clients {
+        let event = client.next_event(Duration::from_secs(10)).await;
+        assert_eq!(event.map(|e| e.data).as_deref(), Some("before"));
+        assert_eq!(
+            client.retry(),
+            Some(3000),
+            "initial retry: is the --retry value"
+        );
+    }
+
+    let signalled = Instant::now();
+    server.signal(signal).await;
+    for (i, client) in clients.iter_mut().enumerate() {
+        client.expect_end(shutdown_timeout).await;
+        let retry = client.retry();
+        assert!(
+            retry.is_some_and(|ms| (100..=2000).contains(&ms)),
+            "subscriber {i}: expected a new retry: 100..=2000 before the end after SIG{signal}, \
+             last retry seen {retry:?}"
+        );
+        assert_eq!(
+            client.end_reason(),
+            Some("end of body"),
+            "subscriber {i}: the stream ends cleanly (final chunk)"
+        );
+    }
+    let status = server
+        .exit_by(
+            signalled + shutdown_timeout,
+            &format!("within the shutdown timeout after SIG{signal}"),
+        )
+        .await;
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "exit status after SIG{signal}: {status}; output:\n{}",
+        server.log_text()
+    );
+    println!("SIG{signal}: exited 0 after {:?}", signalled.elapsed());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_ends_streams_with_retry_and_exits_zero() {
+    signal_ends_streams_and_exits_zero("TERM").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigint_ends_streams_with_retry_and_exits_zero() {
+    signal_ends_streams_and_exits_zero("INT").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_with_stalled_subscriber_exits_within_shutdown_timeout() {
+    const EVENTS: usize = 1000;
+    const SIZE: usize = 16 * 1024;
+    let shutdown_timeout = Duration::from_secs(2);
+    let mut server = Server::start(
+        "stalled",
+        &[
+            "--shutdown-timeout",
+            "2s",
+            "--max-lag",
+            "1000000",
+            "--history-size",
+            "100000",
+            "--history-bytes",
+            "1073741824",
+            "--write-timeout",
+            "60s",
+        ],
+        &[],
+        false,
+    )
+    .await;
+    let addr = server.addr;
+    // A subscriber that never reads: its socket fills up and its body is no longer polled.
+    let mut stalled = common::raw_connect(addr).await;
+    let head = format!("GET /events/news HTTP/1.1\r\nHost: {addr}\r\n\r\n");
+    tokio::io::AsyncWriteExt::write_all(&mut stalled, head.as_bytes())
+        .await
+        .expect("send the stalled request");
+    let mut healthy = SseClient::connect(addr, "/events/news", &[]).await;
+    assert_eq!(healthy.status, 200);
+    common::wait_until(
+        Duration::from_secs(5),
+        "both subscribers are open",
+        || async { common::metric(addr, "ssehub_subscribers").await == 2.0 },
+    )
+    .await;
+    let reader = tokio::spawn(async move {
+        let mut count = 0;
+        while healthy.next_event(Duration::from_secs(30)).await.is_some() {
+            count += 1;
+        }
+        (healthy, count)
+    });
+    let data = "x".repeat(SIZE);
+    for i in 0..EVENTS {
+        let response = publish_raw(addr, "news", &data).await;
+        assert_eq!(response.status, 200, "publish {i}: {}", response.text());
+    }
+    assert_eq!(
+        common::metric(addr, "ssehub_subscribers").await,
+        2.0,
+        "the stalled subscriber must still be connected (not evicted) for this test"
+    );
+
+    let signalled = Instant::now();
+    server.signal("TERM").await;
+    let (healthy, count) = tokio::time::timeout(shutdown_timeout + Duration::from_secs(5), reader)
+        .await
+        .expect("healthy stream did not end after SIGTERM")
+        .expect("healthy reader task");
+    assert_eq!(
+        count, EVENTS,
+        "the healthy subscriber got every event before the end"
+    );
+    let retry = healthy.retry();
+    assert!(
+        retry.is_some_and(|ms| (100..=2000).contains(&ms)),
+        "healthy subscriber: a shutdown retry: 100..=2000 arrived, last retry {retry:?}"
+    );
+    assert_eq!(healthy.end_reason(), Some("end of body"));
+    let grace = Duration::from_secs(2);
+    let status = server
+        .exit_by(
+            signalled + shutdown_timeout + grace,
+            "within --shutdown-timeout 2s (+2s grace) with a stalled subscriber",
+        )
+        .await;
+    println!(
+        "SIGTERM with a stalled subscriber: exited {status} after {:?}",
+        signalled.elapsed()
+    );
+    assert_eq!(status.code(), Some(0), "{}", server.log_text());
+}
+
+// ---------------------------------------------------------------------------------------------
+// 7. Configuration: flags, environment, TOML file
+
+/// Runs `args` expecting success and returns stdout (the Debug of the config for check-config).
+async fn effective_config(args: &[&str], envs: &[(&str, &str)]) -> String {
+    let output = run(args, envs).await;
+    assert!(
+        output.status.success(),
+        "ssehub {args:?} (env {envs:?}) failed with {}; stderr: {}",
+        output.status,
+        text(&output.stderr)
+    );
+    text(&output.stdout)
+}
+
+fn assert_has(config: &str, needle: &str, what: &str) {
+    assert!(
+        config.contains(needle),
+        "{what}: expected {needle:?} in the effective config:\n{config}"
+    );
+}
+
+/// A TOML file in the temp dir, removed on drop.
+struct TempFile(PathBuf);
+
+impl TempFile {
+    fn new(name: &str, contents: &str) -> TempFile {
+        let path =
+            std::env::temp_dir().join(format!("ssehub-process-test-{}-{name}", std::process::id()));
+        std::fs::write(&path, contents).expect("write temp file");
+        TempFile(path)
+    }
+
+    fn path(&self) -> &str {
+        self.0.to_str().expect("UTF-8 temp path")
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+#[tokio::test]
+async fn check_config_takes_flags_after_the_subcommand() {
+    // The documented form: `ssehub check-config --history-size 7`.
+    let config = effective_config(&["check-config", "--history-size", "7"], &[]).await;
+    assert_has(&config, "history_size: 7,", "flag after check-config");
+}
+
+#[tokio::test]
+async fn check_config_takes_flags_before_the_subcommand() {
+    let config = effective_config(&["--history-size", "7", "check-config"], &[]).await;
+    assert_has(&config, "history_size: 7,", "flag before check-config");
+    assert_has(&config, "heartbeat: 15s,", "default heartbeat");
+}
+
+#[tokio::test]
+async fn environment_is_honoured() {
+    let config = effective_config(&["check-config"], &[("SSEHUB_HISTORY_SIZE", "9")]).await;
+    assert_has(&config, "history_size: 9,", "SSEHUB_HISTORY_SIZE=9");
+    let config = effective_config(
+        &["--history-size", "7", "check-config"],
+        &[("SSEHUB_HISTORY_SIZE", "9")],
+    )
+    .await;
+    assert_has(&config, "history_size: 7,", "flag wins over env");
+}
+
+#[tokio::test]
+async fn toml_file_is_honoured_below_env_and_flags() {
+    let file = TempFile::new("config.toml", "history-size = 11\nheartbeat = \"2s\"\n");
+    let config = effective_config(&["--config", file.path(), "check-config"], &[]).await;
+    assert_has(&config, "history_size: 11,", "history-size from the file");
+    assert_has(&config, "heartbeat: 2s,", "heartbeat from the file");
+
+    let config = effective_config(
+        &[
+            "--config",
+            file.path(),
+            "--history-size",
+            "7",
+            "check-config",
+        ],
+        &[],
+    )
+    .await;
+    assert_has(&config, "history_size: 7,", "flag wins over the file");
+    assert_has(&config, "heartbeat: 2s,", "the file still gives heartbeat");
+
+    let config = effective_config(
+        &["--config", file.path(), "check-config"],
+        &[("SSEHUB_HISTORY_SIZE", "9")],
+    )
+    .await;
+    assert_has(&config, "history_size: 9,", "env wins over the file");
+
+    let config = effective_config(&["check-config"], &[("SSEHUB_CONFIG", file.path())]).await;
+    assert_has(&config, "history_size: 11,", "file named by SSEHUB_CONFIG");
+}
+
+/// `args` must exit with code 2 and name `setting` on stderr, both for `check-config` and
+/// when serving.
+async fn assert_rejected(args: &[&str], envs: &[(&str, &str)], setting: &str) {
+    let listen = format!("127.0.0.1:{}", free_port());
+    let mut serve = vec!["--listen", listen.as_str()];
+    serve.extend_from_slice(args);
+    let mut check = args.to_vec();
+    check.push("check-config");
+    for args in [check, serve] {
+        let output = run(&args, envs).await;
+        let stderr = text(&output.stderr);
+        assert_eq!(
+            output.status.code(),
+            Some(2),
+            "ssehub {args:?} (env {envs:?}): expected exit code 2, got {}; stderr: {stderr}",
+            output.status
+        );
+        assert!(
+            stderr.contains(setting),
+            "ssehub {args:?}: stderr should name {setting:?}: {stderr}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn invalid_settings_exit_2_naming_the_setting() {
+    assert_rejected(&["--heartbeat", "soon"], &[], "heartbeat").await;
+    assert_rejected(&["--history-size", "0"], &[], "history-size").await;
+    assert_rejected(&["--log-format", "yaml"], &[], "log-format").await;
+    assert_rejected(&[], &[("SSEHUB_HEARTBEAT", "soon")], "heartbeat").await;
+    assert_rejected(&[], &[("SSEHUB_MAX_LAG", "0")], "max-lag").await;
+    let file = TempFile::new("typo.toml", "histroy-size = 3\n");
+    assert_rejected(&["--config", file.path()], &[], "histroy-size").await;
+    let file = TempFile::new("bad-duration.toml", "write-timeout = \"later\"\n");
+    assert_rejected(&["--config", file.path()], &[], "write-timeout").await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// 8. JSON logs
+
+/// Reads one stdout line by `deadline`; `None` at EOF.
+async fn next_line<R: tokio::io::AsyncBufRead + Unpin>(
+    lines: &mut tokio::io::Lines<R>,
+    deadline: Instant,
+) -> Option<String> {
+    match tokio::time::timeout_at(deadline, lines.next_line()).await {
+        Ok(line) => line.expect("read ssehub stdout"),
+        Err(_) => panic!("no stdout line from ssehub in time"),
+    }
+}
+
+fn assert_json_object(line: &str) -> serde_json::Value {
+    let value: serde_json::Value = serde_json::from_str(line)
+        .unwrap_or_else(|e| panic!("stdout line is not JSON ({e}): {line:?}"));
+    assert!(
+        value.is_object(),
+        "stdout line is not a JSON object: {line}"
+    );
+    value
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_log_format_writes_json_lines() {
+    let mut server = Server::start(
+        "json",
+        &["--log-format", "json"],
+        &[("RUST_LOG", "info")],
+        true,
+    )
+    .await;
+    let port = server.addr.port().to_string();
+    let stdout = server.child.stdout.take().expect("piped stdout");
+    let mut lines = BufReader::new(stdout).lines();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut seen = Vec::new();
+    loop {
+        let line = next_line(&mut lines, deadline)
+            .await
+            .unwrap_or_else(|| panic!("stdout ended before a listening line: {seen:?}"));
+        assert_json_object(&line);
+        seen.push(line.clone());
+        if line.contains("listening") {
+            assert!(
+                line.contains(&port),
+                "listening line names the address: {line}"
+            );
+            break;
+        }
+    }
+    server.signal("TERM").await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while let Some(line) = next_line(&mut lines, deadline).await {
+        assert_json_object(&line);
+        seen.push(line);
+    }
+    let status = server.exit_by(deadline, "within 10s of SIGTERM").await;
+    assert_eq!(status.code(), Some(0), "{seen:#?}");
+    assert!(
+        seen.len() >= 2,
+        "expected listening and shutdown lines: {seen:#?}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// 9. Defaults
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn default_settings_publish_reaches_subscriber() {
+    let mut server = Server::start("default", &[], &[], false).await;
+    let addr = server.addr;
+    let mut client = SseClient::connect(addr, "/events/news", &[]).await;
+    assert_eq!(client.status, 200);
+    assert_eq!(
+        client.header("content-type"),
+        Some("text/event-stream"),
+        "{:?}",
+        client.headers
+    );
+    let response = publish_raw(addr, "news", "hi").await;
+    assert_eq!(response.status, 200, "{}", response.text());
+    let event = client
+        .next_event(Duration::from_secs(10))
+        .await
+        .expect("stream ended before the event");
+    assert_eq!(event.data, "hi");
+    assert_eq!(event.event, "message");
+    assert_eq!(client.retry(), Some(3000), "default retry is 3s");
+    assert_eq!(response.json()["id"].as_str(), Some(event.id.as_str()));
+    server.signal("TERM").await;
+    client.expect_end(Duration::from_secs(10)).await;
+    let status = server
+        .exit_by(
+            Instant::now() + Duration::from_secs(10),
+            "within 10s of SIGTERM",
+        )
+        .await;
+    assert_eq!(status.code(), Some(0), "{}", server.log_text());
+}
