@@ -2,6 +2,7 @@
 //! graceful shutdown.
 
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -85,7 +86,10 @@ pub async fn run(
         let connection = CancellationToken::new();
         let app = app.clone();
         let handle = ConnectionHandle(connection.clone());
+        let served = Arc::new(AtomicBool::new(false));
+        let first_request = served.clone();
         let service = service_fn(move |mut request| {
+            first_request.store(true, Relaxed);
             request.extensions_mut().insert(handle.clone());
             let app = app.clone();
             async move { Ok::<_, std::convert::Infallible>(http::handle(app, request).await) }
@@ -96,12 +100,22 @@ pub async fn run(
                 .into_owned(),
         );
         let open = OpenConnection::new(&metrics);
+        let header_read_timeout = config.header_read_timeout;
         tokio::spawn(async move {
+            // hyper times out headers only once it knows the protocol; this also covers a
+            // client that sends nothing (or half an HTTP/2 preface).
+            let silent = async {
+                tokio::time::sleep(header_read_timeout).await;
+                if served.load(Relaxed) {
+                    std::future::pending::<()>().await;
+                }
+            };
             tokio::select! {
                 result = conn => if let Err(err) = result {
                     tracing::debug!(error = %err, "connection closed");
                 },
                 _ = connection.cancelled() => tracing::debug!("connection cut"),
+                _ = silent => tracing::debug!("no request within header-read-timeout"),
             }
             drop(open);
         });

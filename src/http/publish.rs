@@ -30,10 +30,16 @@ struct JsonEvent {
     channel: Option<String>,
     channels: Option<Vec<String>>,
     event: Option<String>,
+    /// `None` only when absent: `null` is a JSON value like any other and is sent as `null`.
+    #[serde(default, deserialize_with = "present")]
     data: Option<Value>,
     retry: Option<u32>,
     #[serde(default)]
     close: bool,
+}
+
+fn present<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<Value>, D::Error> {
+    Value::deserialize(deserializer).map(Some)
 }
 
 /// Fields of one event before validation, from any body style.
