@@ -15,6 +15,12 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Redis URL; `None` runs the in-memory broker.
     pub redis_url: Option<String>,
+    /// Prefix of every Redis key and pub/sub channel name.
+    pub redis_prefix: String,
+    /// Longest wait for one Redis command (a publish gets `503` after it).
+    pub redis_timeout: Duration,
+    /// How long a node stays subscribed to a channel after its last local subscriber left.
+    pub redis_linger: Duration,
     /// Events kept per channel for replay.
     pub history_size: usize,
     /// Bytes of encoded events kept per channel for replay.
@@ -60,6 +66,9 @@ impl Default for Config {
         Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             redis_url: None,
+            redis_prefix: "ssehub".into(),
+            redis_timeout: Duration::from_secs(2),
+            redis_linger: Duration::from_secs(2),
             history_size: 1000,
             history_bytes: 1 << 20,
             history_ttl: Duration::from_secs(3600),
@@ -148,6 +157,15 @@ pub struct Settings {
     /// Redis URL for running several nodes as one hub [default: none, in memory].
     #[arg(long, global = true, env = "SSEHUB_REDIS_URL")]
     pub redis_url: Option<String>,
+    /// Prefix of Redis keys and pub/sub channels [default: ssehub].
+    #[arg(long, global = true, env = "SSEHUB_REDIS_PREFIX")]
+    pub redis_prefix: Option<String>,
+    /// Longest wait for a Redis command; publishes get 503 after it [default: 2s].
+    #[arg(long, global = true, env = "SSEHUB_REDIS_TIMEOUT")]
+    pub redis_timeout: Option<String>,
+    /// Stay subscribed to a channel this long after its last local subscriber left [default: 2s].
+    #[arg(long, global = true, env = "SSEHUB_REDIS_LINGER")]
+    pub redis_linger: Option<String>,
     /// Events kept per channel for replay [default: 1000].
     #[arg(long, global = true, env = "SSEHUB_HISTORY_SIZE")]
     pub history_size: Option<usize>,
@@ -232,6 +250,9 @@ impl Settings {
             config: self.config,
             listen: self.listen.or(lower.listen),
             redis_url: self.redis_url.or(lower.redis_url),
+            redis_prefix: self.redis_prefix.or(lower.redis_prefix),
+            redis_timeout: self.redis_timeout.or(lower.redis_timeout),
+            redis_linger: self.redis_linger.or(lower.redis_linger),
             history_size: self.history_size.or(lower.history_size),
             history_bytes: self.history_bytes.or(lower.history_bytes),
             history_ttl: self.history_ttl.or(lower.history_ttl),
@@ -261,6 +282,9 @@ impl Settings {
         let config = Config {
             listen: self.listen.unwrap_or(d.listen),
             redis_url: self.redis_url.filter(|url| !url.is_empty()),
+            redis_prefix: self.redis_prefix.unwrap_or(d.redis_prefix),
+            redis_timeout: duration("redis-timeout", self.redis_timeout, d.redis_timeout)?,
+            redis_linger: duration("redis-linger", self.redis_linger, d.redis_linger)?,
             history_size: self.history_size.unwrap_or(d.history_size),
             history_bytes: self.history_bytes.unwrap_or(d.history_bytes),
             history_ttl: duration("history-ttl", self.history_ttl, d.history_ttl)?,
@@ -358,11 +382,17 @@ impl Config {
         if self.max_concurrent_streams == 0 {
             return invalid("max-concurrent-streams", "must be at least 1");
         }
-        if self.redis_url.is_some() {
+        if self.redis_prefix.is_empty()
+            || self.redis_prefix.contains(['{', '}'])
+            || self.redis_prefix.chars().any(char::is_whitespace)
+        {
             return invalid(
-                "redis-url",
-                "the Redis broker is not available in this version yet; run without it",
+                "redis-prefix",
+                "must be non-empty, without braces or whitespace",
             );
+        }
+        if self.redis_timeout < Duration::from_millis(10) {
+            return invalid("redis-timeout", "must be at least 10ms");
         }
         if self.cors_origins.iter().any(|o| o.trim().is_empty()) {
             return invalid("cors-origin", "origins must not be empty");

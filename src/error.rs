@@ -49,7 +49,11 @@ impl ApiError {
             ApiError::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::OriginNotAllowed(_) => StatusCode::FORBIDDEN,
             ApiError::Publish(PublishError::Closed(_)) => StatusCode::CONFLICT,
-            ApiError::Publish(PublishError::RegistryFull(_) | PublishError::ShuttingDown)
+            ApiError::Publish(
+                PublishError::RegistryFull(_)
+                | PublishError::ShuttingDown
+                | PublishError::Broker(_),
+            )
             | ApiError::Subscribe(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }

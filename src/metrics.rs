@@ -23,26 +23,36 @@ pub struct Metrics {
     pub gaps: IntCounterVec,
     pub publish_latency: Histogram,
     pub http_requests: IntCounterVec,
+    /// Redis metrics: registered only when Redis is configured.
+    pub redis_up: IntGauge,
+    pub redis_reconnects: IntCounter,
+    pub redis_catchups: IntCounter,
 }
 
 impl Metrics {
-    pub fn new() -> Metrics {
+    pub fn new(with_redis: bool) -> Metrics {
         let registry = Registry::new_custom(Some("ssehub".into()), None)
             .expect("static metric prefix is valid");
-        let counter = |name: &str, help: &str| {
+        let counter_if = |name: &str, help: &str, register: bool| {
             let metric = IntCounter::new(name, help).expect("static metric is valid");
-            registry
-                .register(Box::new(metric.clone()))
-                .expect("metric registered once");
+            if register {
+                registry
+                    .register(Box::new(metric.clone()))
+                    .expect("metric registered once");
+            }
             metric
         };
-        let gauge = |name: &str, help: &str| {
+        let counter = |name: &str, help: &str| counter_if(name, help, true);
+        let gauge_if = |name: &str, help: &str, register: bool| {
             let metric = IntGauge::new(name, help).expect("static metric is valid");
-            registry
-                .register(Box::new(metric.clone()))
-                .expect("metric registered once");
+            if register {
+                registry
+                    .register(Box::new(metric.clone()))
+                    .expect("metric registered once");
+            }
             metric
         };
+        let gauge = |name: &str, help: &str| gauge_if(name, help, true);
         let counter_vec = |name: &str, help: &str, labels: &[&str]| {
             let metric =
                 IntCounterVec::new(Opts::new(name, help), labels).expect("static metric is valid");
@@ -101,6 +111,21 @@ impl Metrics {
                 "HTTP requests answered, by route and status",
                 &["route", "status"],
             ),
+            redis_up: gauge_if(
+                "redis_up",
+                "1 while the Redis pub/sub connection is up",
+                with_redis,
+            ),
+            redis_reconnects: counter_if(
+                "redis_reconnects_total",
+                "Reconnections of the Redis pub/sub connection",
+                with_redis,
+            ),
+            redis_catchups: counter_if(
+                "redis_catchups_total",
+                "Holes in the Redis feed filled from the stream (missed messages, reconnects)",
+                with_redis,
+            ),
             registry,
         };
         for reason in EvictionReason::ALL {
@@ -124,6 +149,6 @@ impl Metrics {
 
 impl Default for Metrics {
     fn default() -> Self {
-        Metrics::new()
+        Metrics::new(false)
     }
 }

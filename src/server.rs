@@ -14,7 +14,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
-use crate::broker::{Broker, MemoryBroker};
+use crate::broker::{Broker, MemoryBroker, RedisBroker};
 use crate::config::Config;
 use crate::http::{self, cors::Cors, App, ConnectionHandle};
 use crate::hub::Hub;
@@ -25,6 +25,8 @@ use crate::metrics::Metrics;
 pub enum ServerError {
     #[error("invalid configuration: {0}")]
     Config(#[from] crate::config::ConfigError),
+    #[error(transparent)]
+    Broker(#[from] crate::broker::BrokerError),
 }
 
 /// Answer for a connection over `max-connections`, written without parsing its request.
@@ -40,16 +42,24 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
     config.validate()?;
-    let metrics = Arc::new(Metrics::new());
-    let hub = Hub::new(&config, Broker::Memory(MemoryBroker), metrics.clone());
+    let metrics = Arc::new(Metrics::new(config.redis_url.is_some()));
+    let stop_background = CancellationToken::new();
+    let hub = match &config.redis_url {
+        None => Hub::new(&config, Broker::Memory(MemoryBroker), metrics.clone()),
+        Some(url) => {
+            let (broker, feed) = RedisBroker::new(&config, url, metrics.clone())?;
+            let hub = Hub::new(&config, Broker::Redis(Box::new(broker)), metrics.clone());
+            tokio::spawn(feed.run(hub.clone(), stop_background.clone()));
+            hub
+        }
+    };
     let app = Arc::new(App {
         hub: hub.clone(),
         metrics: metrics.clone(),
         cors: Cors::new(&config.cors_origins),
         config: config.clone(),
     });
-    let stop_housekeeping = CancellationToken::new();
-    let housekeeping = tokio::spawn(hub.clone().housekeeping(stop_housekeeping.clone()));
+    let housekeeping = tokio::spawn(hub.clone().housekeeping(stop_background.clone()));
 
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
@@ -133,7 +143,7 @@ pub async fn run(
             "connections still open after the drain deadline"
         );
     }
-    stop_housekeeping.cancel();
+    stop_background.cancel();
     let _ = housekeeping.await;
     Ok(())
 }

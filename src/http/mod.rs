@@ -103,7 +103,7 @@ pub async fn handle(app: Arc<App>, request: Request<Incoming>) -> Response<Respo
                 .await
                 .map(full)
         }
-        (Route::Events, &Method::GET) => subscribe::handle(&app, &request, channel_path),
+        (Route::Events, &Method::GET) => subscribe::handle(&app, &request, channel_path).await,
         (Route::Metrics, &Method::GET) => Ok(full(ops::metrics(&app))),
         (Route::Healthz, &Method::GET) => Ok(full(ops::healthz())),
         (Route::Readyz, &Method::GET) => Ok(full(ops::readyz(&app))),

@@ -13,7 +13,7 @@ use crate::error::ApiError;
 use crate::hub::Opened;
 use crate::names::check_channel;
 
-pub fn handle<B>(
+pub async fn handle<B>(
     app: &App,
     request: &Request<B>,
     channel_path: Option<&str>,
@@ -67,10 +67,11 @@ pub fn handle<B>(
         .extensions()
         .get::<ConnectionHandle>()
         .map_or_else(CancellationToken::new, |handle| handle.0.clone());
-    match app
+    let opened = app
         .hub
-        .subscribe(&channels, cursor.as_deref(), connection)?
-    {
+        .subscribe(&channels, cursor.as_deref(), connection)
+        .await?;
+    match opened {
         Opened::Finished => {
             let mut response = Response::new(Either::Left(Full::new(Bytes::new())));
             *response.status_mut() = StatusCode::NO_CONTENT;

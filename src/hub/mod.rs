@@ -12,11 +12,11 @@ use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
-use crate::broker::Broker;
+use crate::broker::{Broker, BrokerError};
 use crate::config::Config;
 use crate::metrics::Metrics;
-use crate::sse::EventFields;
-use channel::Channel;
+use crate::sse::{Epoch, EventFields, Position};
+use channel::{Channel, Insert, Retention};
 use history::Limits;
 use registry::{Registry, RegistryFull};
 pub use subscription::{Opened, Subscription};
@@ -44,6 +44,8 @@ pub enum PublishError {
     Closed(String),
     #[error("the hub is shutting down")]
     ShuttingDown,
+    #[error(transparent)]
+    Broker(#[from] BrokerError),
 }
 
 /// Why a subscription was refused.
@@ -53,6 +55,8 @@ pub enum SubscribeError {
     RegistryFull(#[from] RegistryFull),
     #[error("the hub is shutting down")]
     ShuttingDown,
+    #[error(transparent)]
+    Broker(#[from] BrokerError),
 }
 
 /// Why a subscriber was disconnected.
@@ -125,6 +129,9 @@ pub struct Settings {
     pub retry_ms: u64,
     pub heartbeat: Duration,
     pub write_timeout: Duration,
+    /// Whether channels are mirrors of Redis rather than the only copy.
+    pub mirror: bool,
+    pub linger: Duration,
 }
 
 impl Settings {
@@ -139,6 +146,8 @@ impl Settings {
             retry_ms: config.retry.as_millis() as u64,
             heartbeat: config.heartbeat,
             write_timeout: config.write_timeout,
+            mirror: config.redis_url.is_some(),
+            linger: config.redis_linger,
         }
     }
 }
@@ -158,13 +167,9 @@ impl Hub {
     pub fn new(config: &Config, broker: Broker, metrics: Arc<Metrics>) -> Arc<Hub> {
         Arc::new(Hub {
             settings: Settings::from_config(config),
-            // A closed channel outlives its history long enough for clients to reconnect
-            // and be told it ended.
             registry: Registry::new(
                 config.max_channels,
-                config
-                    .history_ttl
-                    .saturating_add(config.history_ttl.max(Duration::from_secs(60))),
+                retention(config),
                 metrics.channels.clone(),
             ),
             broker,
@@ -185,8 +190,9 @@ impl Hub {
         &self.settings
     }
 
-    /// Has the broker order `batch` (all or nothing), then wakes every subscriber of the
-    /// channels it touched. `accepted` is when the request arrived, for the latency histogram.
+    /// Has the broker order `batch` (all or nothing) and answers once it is accepted. In memory
+    /// the events are in their channels at once and subscribers are woken here; with Redis
+    /// they come back through the feed like everyone else's.
     pub async fn publish(
         &self,
         batch: &[Publication],
@@ -195,29 +201,62 @@ impl Hub {
         if self.is_shutting_down() {
             return Err(PublishError::ShuttingDown);
         }
-        let appended = self
-            .broker
-            .publish(&self.registry, batch, &self.settings)
-            .await?;
-        let receipts = appended
-            .iter()
-            .map(|(channel, event)| Receipt {
-                id: event.position().to_string(),
-                channel: channel.name().to_owned(),
-            })
-            .collect();
-        self.metrics.events_published.inc_by(appended.len() as u64);
-        let mut woken: Vec<&Arc<Channel>> = Vec::new();
-        for (channel, event) in appended.iter().rev() {
-            if !woken.iter().any(|c| Arc::ptr_eq(c, channel)) {
-                self.deliver(channel, event.seq);
-                woken.push(channel);
+        let receipts = match &self.broker {
+            Broker::Memory(memory) => {
+                let appended = memory.publish(&self.registry, batch, &self.settings)?;
+                let mut woken: Vec<&Arc<Channel>> = Vec::new();
+                for (channel, event) in appended.iter().rev() {
+                    if !woken.iter().any(|c| Arc::ptr_eq(c, channel)) {
+                        self.deliver(channel, event.seq);
+                        woken.push(channel);
+                    }
+                }
+                self.metrics
+                    .publish_latency
+                    .observe(accepted.elapsed().as_secs_f64());
+                appended
+                    .iter()
+                    .map(|(channel, event)| Receipt {
+                        id: event.position().to_string(),
+                        channel: channel.name().to_owned(),
+                    })
+                    .collect()
             }
-        }
-        self.metrics
-            .publish_latency
-            .observe(accepted.elapsed().as_secs_f64());
+            Broker::Redis(redis) => redis.publish(batch, &self.settings).await?,
+        };
+        self.metrics.events_published.inc_by(receipts.len() as u64);
         Ok(receipts)
+    }
+
+    /// Mirrors an event ordered by Redis into `channel` and wakes its subscribers when it is
+    /// the next one.
+    pub fn mirror(
+        &self,
+        channel: &Channel,
+        position: Position,
+        fields: &EventFields,
+        published_at: Instant,
+    ) -> Insert {
+        let insert =
+            channel
+                .log_mut()
+                .insert(position, fields, published_at, self.settings.history);
+        if let Insert::Appended(event) = &insert {
+            self.deliver(channel, event.seq);
+        }
+        insert
+    }
+
+    /// Points a mirrored channel at a new epoch (its history was lost): streams reading the
+    /// old one end, and their clients reconnect to a `gap` event.
+    pub fn reset(&self, channel: &Channel, epoch: Epoch, head: u64, closed_at: Option<u64>) {
+        channel.log_mut().sync(epoch, head, closed_at);
+        let now_ms = self.clock.now_ms();
+        channel.for_each_subscriber(|waiter, _| waiter.end(now_ms));
+    }
+
+    pub fn registry(&self) -> &Registry {
+        &self.registry
     }
 
     /// Wakes the subscribers of `channel`, whose newest event is now `head`.
@@ -229,7 +268,7 @@ impl Hub {
     }
 
     /// Opens a stream over `channels` resuming after `cursor` (a `Last-Event-ID`).
-    pub fn subscribe(
+    pub async fn subscribe(
         self: &Arc<Self>,
         channels: &[String],
         cursor: Option<&str>,
@@ -238,7 +277,27 @@ impl Hub {
         if self.is_shutting_down() {
             return Err(SubscribeError::ShuttingDown);
         }
-        Subscription::open(self, channels, cursor, connection)
+        let mut subscription = Subscription::register(self, channels, connection)?;
+        for channel in subscription.channels() {
+            self.broker.sync(channel).await?;
+        }
+        for backlog in subscription.place(cursor, self.settings.mirror) {
+            let channel = &subscription.channels()[backlog.index];
+            let events = self
+                .broker
+                .backlog(channel, backlog.after, backlog.upto, &self.settings)
+                .await?;
+            subscription.fill(&backlog, events);
+        }
+        Ok(subscription.finish())
+    }
+
+    /// A subscription left `channel`: an owned channel without subscribers or history goes at
+    /// once; a mirror goes after the linger (housekeeping), so churn does not resubscribe.
+    fn release(&self, channel: &Arc<Channel>) {
+        if !self.settings.mirror && channel.subscriber_count() == 0 {
+            self.registry.remove_if_idle(channel);
+        }
     }
 
     fn next_subscriber_id(&self) -> u64 {
@@ -296,9 +355,27 @@ impl Hub {
             channel.for_each_subscriber(|waiter, _| {
                 waiter.check(now_ms, heartbeat_ms, write_timeout_ms, &self.metrics)
             });
-            if empty && channel.subscriber_count() == 0 {
-                self.registry.remove_if_idle(&channel);
+            let idle = channel.subscriber_count() == 0 && (empty || self.settings.mirror);
+            if idle && self.registry.remove_if_idle(&channel) {
+                self.broker.release(channel.name());
             }
+        }
+    }
+}
+
+/// When channels without subscribers may be dropped.
+fn retention(config: &Config) -> Retention {
+    if config.redis_url.is_some() {
+        Retention::Mirror {
+            linger: config.redis_linger,
+        }
+    } else {
+        // A closed channel outlives its history long enough for clients to reconnect and be
+        // told it ended.
+        Retention::Owner {
+            closed_linger: config
+                .history_ttl
+                .saturating_add(config.history_ttl.max(Duration::from_secs(60))),
         }
     }
 }

@@ -2,20 +2,19 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use parking_lot::RwLock;
 use prometheus::IntGauge;
 
-use super::channel::Channel;
+use super::channel::{Channel, Retention};
 
 /// Name → channel map. A channel is created by its first publisher or subscriber and removed
 /// when it has neither subscribers nor history.
 pub struct Registry {
     channels: RwLock<HashMap<Arc<str>, Arc<Channel>>>,
     max_channels: usize,
-    /// How long a closed channel is remembered after its terminal event.
-    closed_linger: Duration,
+    retention: Retention,
     gauge: IntGauge,
 }
 
@@ -25,11 +24,11 @@ pub struct Registry {
 pub struct RegistryFull;
 
 impl Registry {
-    pub fn new(max_channels: usize, closed_linger: Duration, gauge: IntGauge) -> Registry {
+    pub fn new(max_channels: usize, retention: Retention, gauge: IntGauge) -> Registry {
         Registry {
             channels: RwLock::new(HashMap::new()),
             max_channels,
-            closed_linger,
+            retention,
             gauge,
         }
     }
@@ -50,21 +49,21 @@ impl Registry {
         if channels.len() >= self.max_channels {
             return Err(RegistryFull);
         }
-        let channel = Arc::new(Channel::new(name));
+        let owner = matches!(self.retention, Retention::Owner { .. });
+        let channel = Arc::new(Channel::new(name, owner));
         channels.insert(channel.name_arc(), channel.clone());
         self.gauge.set(channels.len() as i64);
         Ok(channel)
     }
 
-    /// Removes `channel` if it is still the registered one and has neither subscribers nor
-    /// history (nor a recent terminal event). Holders of the `Arc` see it marked removed and
-    /// look the name up again.
+    /// Removes `channel` if it is still the registered one and its [`Retention`] lets it go.
+    /// Holders of the `Arc` see it marked removed and look the name up again.
     pub fn remove_if_idle(&self, channel: &Arc<Channel>) -> bool {
         let mut channels = self.channels.write();
         let registered = channels
             .get(channel.name())
             .is_some_and(|c| Arc::ptr_eq(c, channel));
-        if !registered || !channel.retire_if_idle(Instant::now(), self.closed_linger) {
+        if !registered || !channel.retire_if_idle(Instant::now(), self.retention) {
             return false;
         }
         channels.remove(channel.name());

@@ -2,6 +2,7 @@
 //! events, heartbeats, eviction and shutdown. Dropping it (hyper does when the client goes away)
 //! deregisters it from its channels and fixes the gauges.
 
+use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering::Relaxed};
@@ -18,13 +19,14 @@ use super::{EvictionReason, GapReason, Hub, SubscribeError};
 use crate::metrics::Metrics;
 use crate::sse::cursor::write_positions;
 use crate::sse::encode::control_event;
-use crate::sse::{Cursor, Epoch, Position};
+use crate::sse::{Cursor, Epoch, Event, Position};
 
 /// Most bytes drained into one body frame; more waiting events go in the next frame.
 pub const MAX_FRAME_BYTES: usize = 64 << 10;
 
 const HEARTBEAT: u8 = 1;
 const SHUTDOWN: u8 = 2;
+const END: u8 = 4;
 
 /// The part of a subscription that channels and housekeeping reach: how to wake it, how far it
 /// lags, and how to cut its connection when it is too slow.
@@ -91,6 +93,12 @@ impl Waiter {
         self.signal(SHUTDOWN, now_ms);
     }
 
+    /// Ends the stream cleanly (the channel's history was lost): the client reconnects with its
+    /// last id and is told about the gap.
+    pub fn end(&self, now_ms: u64) {
+        self.signal(END, now_ms);
+    }
+
     fn signal(&self, bit: u8, now_ms: u64) {
         self.signals.fetch_or(bit, Relaxed);
         self.mark_pending(now_ms);
@@ -132,7 +140,30 @@ struct Reading {
     delivered: u64,
     /// Head of the channel when the subscription opened; lag counts from here.
     start_head: u64,
+    /// The channel's terminal event when the subscription opened.
+    closed_at: Option<u64>,
+    /// Events before the local log's start, fetched from the broker's store.
+    backlog: VecDeque<Arc<Event>>,
     done: bool,
+}
+
+/// A cursor the hub could not honour for one channel.
+struct Gap {
+    index: usize,
+    reason: GapReason,
+    asked: Option<Position>,
+}
+
+/// Events after `after` up to `upto` of the channel at `index` that a subscription needs but the
+/// local log does not hold.
+#[derive(Debug, Clone, Copy)]
+pub struct Backlog {
+    pub index: usize,
+    pub after: u64,
+    pub upto: u64,
+    /// Whether events missing at the start mean a `gap` (not so for `earliest`, or when the
+    /// cursor already made one).
+    strict: bool,
 }
 
 /// An open event stream.
@@ -141,6 +172,7 @@ pub struct Subscription {
     waiter: Arc<Waiter>,
     channels: Vec<Arc<Channel>>,
     readings: Vec<Reading>,
+    gaps: Vec<Gap>,
     preamble: Option<Bytes>,
     ended: bool,
 }
@@ -153,19 +185,17 @@ pub enum Opened {
 }
 
 impl Subscription {
-    pub(super) fn open(
+    /// Registers a new subscriber in each named channel (creating channels as needed).
+    pub(super) fn register(
         hub: &Arc<Hub>,
         names: &[String],
-        cursor: Option<&str>,
         connection: CancellationToken,
-    ) -> Result<Opened, SubscribeError> {
-        let cursor = cursor.map(|text| Cursor::parse(text, names.len()));
-        let now_ms = hub.clock.now_ms();
+    ) -> Result<Subscription, SubscribeError> {
         let waiter = Arc::new(Waiter::new(
             hub.next_subscriber_id(),
             names.len(),
             connection,
-            now_ms,
+            hub.clock.now_ms(),
         ));
         hub.metrics.subscribers.inc();
         let mut subscription = Subscription {
@@ -173,10 +203,10 @@ impl Subscription {
             waiter,
             channels: Vec::with_capacity(names.len()),
             readings: Vec::with_capacity(names.len()),
+            gaps: Vec::new(),
             preamble: None,
             ended: false,
         };
-        let mut gaps = Vec::new();
         for (index, name) in names.iter().enumerate() {
             let channel = loop {
                 let channel = hub.registry.get_or_create(name)?;
@@ -184,60 +214,111 @@ impl Subscription {
                     break channel;
                 }
             };
-            let log = channel.log();
-            let (head, first, epoch) = (log.head(), log.first_available(), log.epoch());
-            let from_start = first - 1;
-            let (delivered, gap) = match &cursor {
-                None => (head, None),
-                Some(Err(_)) => (from_start, Some(GapReason::InvalidCursor)),
-                Some(Ok(Cursor::Earliest)) => (from_start, None),
-                Some(Ok(Cursor::After(positions))) => {
-                    let asked = positions[index];
-                    if asked.epoch != epoch {
-                        (from_start, Some(GapReason::EpochChanged))
-                    } else if asked.seq > head {
-                        (from_start, Some(GapReason::CursorAhead))
-                    } else if asked.seq < from_start {
-                        (from_start, Some(GapReason::Trimmed))
-                    } else {
-                        (asked.seq, None)
-                    }
-                }
-            };
-            let done = log.closed_at().is_some_and(|closed| closed <= delivered);
-            drop(log);
-            if let Some(reason) = gap {
-                let asked = match &cursor {
-                    Some(Ok(Cursor::After(positions))) => Some(positions[index]),
-                    _ => None,
-                };
-                gaps.push((index, reason, asked, first <= head));
-            }
-            subscription.waiter.lag_floor[index].store(head, Relaxed);
             subscription.channels.push(channel);
-            subscription.readings.push(Reading {
+        }
+        Ok(subscription)
+    }
+
+    pub(super) fn channels(&self) -> &[Arc<Channel>] {
+        &self.channels
+    }
+
+    /// Places the subscription after `cursor` in each channel. Returns the ranges the local
+    /// logs cannot serve, which a mirror fetches from the broker's store; an owner's log is
+    /// the whole history, so it never asks.
+    pub(super) fn place(&mut self, cursor: Option<&str>, mirror: bool) -> Vec<Backlog> {
+        let cursor = cursor.map(|text| Cursor::parse(text, self.channels.len()));
+        let mut backlogs = Vec::new();
+        for (index, channel) in self.channels.iter().enumerate() {
+            let log = channel.log();
+            let (head, epoch) = (log.head(), log.epoch());
+            let local_start = log.first_available() - 1;
+            // Without a local copy, history starts at the store's beginning.
+            let from_start = if mirror { 0 } else { local_start };
+            let asked = match &cursor {
+                Some(Ok(Cursor::After(positions))) => Some(positions[index]),
+                _ => None,
+            };
+            let (delivered, gap) = match (&cursor, asked) {
+                (None, _) => (head, None),
+                (Some(Err(_)), _) => (from_start, Some(GapReason::InvalidCursor)),
+                (_, Some(asked)) if asked.epoch != epoch => {
+                    (from_start, Some(GapReason::EpochChanged))
+                }
+                (_, Some(asked)) if asked.seq > head => (from_start, Some(GapReason::CursorAhead)),
+                (_, Some(asked)) if asked.seq < from_start => {
+                    (from_start, Some(GapReason::Trimmed))
+                }
+                (_, Some(asked)) => (asked.seq, None),
+                (Some(Ok(_)), None) => (from_start, None),
+            };
+            if let Some(reason) = gap {
+                self.gaps.push(Gap {
+                    index,
+                    reason,
+                    asked,
+                });
+            }
+            if delivered < local_start {
+                backlogs.push(Backlog {
+                    index,
+                    after: delivered,
+                    upto: local_start,
+                    strict: gap.is_none() && asked.is_some(),
+                });
+            }
+            self.waiter.lag_floor[index].store(head, Relaxed);
+            self.readings.push(Reading {
                 epoch,
                 delivered,
                 start_head: head,
-                done,
+                closed_at: log.closed_at(),
+                backlog: VecDeque::new(),
+                done: false,
             });
         }
-        if gaps.is_empty() && subscription.readings.iter().all(|r| r.done) {
-            return Ok(Opened::Finished);
+        backlogs
+    }
+
+    /// Hands over the stored events of `backlog`, oldest first. Missing leading events (trimmed
+    /// or expired in the store) make a `trimmed` gap unless the cursor already made one.
+    pub(super) fn fill(&mut self, backlog: &Backlog, events: Vec<Arc<Event>>) {
+        let reading = &mut self.readings[backlog.index];
+        let first = events.first().map_or(backlog.upto + 1, |e| e.seq);
+        if first > backlog.after + 1 {
+            if backlog.strict {
+                self.gaps.push(Gap {
+                    index: backlog.index,
+                    reason: GapReason::Trimmed,
+                    asked: Some(Position {
+                        epoch: reading.epoch,
+                        seq: backlog.after,
+                    }),
+                });
+            }
+            reading.delivered = first - 1;
         }
-        if subscription
-            .readings
-            .iter()
-            .any(|r| r.delivered < r.start_head)
-        {
-            hub.metrics.replays.inc();
+        reading.backlog = events.into();
+    }
+
+    /// The stream, or `Finished` when every channel already ended for this client.
+    pub(super) fn finish(mut self) -> Opened {
+        for reading in &mut self.readings {
+            reading.done = reading.backlog.is_empty()
+                && reading.closed_at.is_some_and(|c| c <= reading.delivered);
         }
-        subscription.preamble = Some(subscription.preamble(&gaps));
-        Ok(Opened::Stream(subscription))
+        if self.gaps.is_empty() && self.readings.iter().all(|r| r.done) {
+            return Opened::Finished;
+        }
+        if self.readings.iter().any(|r| r.delivered < r.start_head) {
+            self.hub.metrics.replays.inc();
+        }
+        self.preamble = Some(self.preamble());
+        Opened::Stream(self)
     }
 
     /// First bytes of the stream: a comment, the reconnect delay, and any `gap` events.
-    fn preamble(&self, gaps: &[(usize, GapReason, Option<Position>, bool)]) -> Bytes {
+    fn preamble(&self) -> Bytes {
         let mut buf = BytesMut::with_capacity(64);
         buf.put_slice(b":ok\nretry: ");
         buf.put_slice(
@@ -246,14 +327,14 @@ impl Subscription {
                 .as_bytes(),
         );
         buf.put_slice(b"\n\n");
-        for &(index, reason, asked, has_history) in gaps {
+        for gap in &self.gaps {
             self.hub
                 .metrics
                 .gaps
-                .with_label_values(&[reason.as_str()])
+                .with_label_values(&[gap.reason.as_str()])
                 .inc();
-            let reading = &self.readings[index];
-            let first_id = has_history.then(|| {
+            let reading = &self.readings[gap.index];
+            let first_id = (reading.delivered < reading.start_head).then(|| {
                 Position {
                     epoch: reading.epoch,
                     seq: reading.delivered + 1,
@@ -261,9 +342,9 @@ impl Subscription {
                 .to_string()
             });
             let data = serde_json::json!({
-                "channel": self.channels[index].name(),
-                "reason": reason.as_str(),
-                "last_event_id": asked.map(|p| p.to_string()),
+                "channel": self.channels[gap.index].name(),
+                "reason": gap.reason.as_str(),
+                "last_event_id": gap.asked.map(|p| p.to_string()),
                 "first_id": first_id,
             });
             let id = self.current_id();
@@ -275,15 +356,8 @@ impl Subscription {
     /// The id that resumes this connection where it stands now.
     fn current_id(&self) -> String {
         let mut buf = BytesMut::with_capacity(24 * self.readings.len());
-        write_positions(&mut buf, self.positions());
+        write_positions(&mut buf, positions(&self.readings));
         String::from_utf8_lossy(&buf).into_owned()
-    }
-
-    fn positions(&self) -> impl Iterator<Item = Position> + '_ {
-        self.readings.iter().map(|r| Position {
-            epoch: r.epoch,
-            seq: r.delivered,
-        })
     }
 
     /// Moves every ready event into `out`; `Err` when the subscriber fell behind the history.
@@ -291,6 +365,12 @@ impl Subscription {
         let multi = self.readings.len() > 1;
         let mut drained = Drained::default();
         for index in 0..self.readings.len() {
+            while let Some(event) = self.readings[index].backlog.pop_front() {
+                emit(&mut self.readings, index, multi, &event, out, &mut drained);
+                if out.len() >= MAX_FRAME_BYTES {
+                    return Ok(drained);
+                }
+            }
             if self.readings[index].done {
                 continue;
             }
@@ -303,27 +383,10 @@ impl Subscription {
                 return Err(EvictionReason::Lagged);
             }
             for event in log.history().after(from) {
-                if out.len() >= MAX_FRAME_BYTES {
+                if out.len() >= MAX_FRAME_BYTES || self.readings[index].done {
                     break;
                 }
-                self.readings[index].delivered = event.seq;
-                if multi {
-                    let buf = out.buf();
-                    buf.put_slice(b"id: ");
-                    write_positions(buf, self.positions());
-                    buf.put_u8(b'\n');
-                    buf.put_slice(&event.without_id());
-                } else {
-                    out.push(&event.frame);
-                }
-                drained.events += 1;
-                if event.seq <= self.readings[index].start_head {
-                    drained.replayed += 1;
-                }
-                if event.close {
-                    self.readings[index].done = true;
-                    break;
-                }
+                emit(&mut self.readings, index, multi, event, out, &mut drained);
             }
             drop(log);
             let reading = &self.readings[index];
@@ -336,6 +399,41 @@ impl Subscription {
         let retry_ms: u64 = rand::random_range(100..=2000);
         Bytes::from(format!("retry: {retry_ms}\n\n"))
     }
+}
+
+/// Writes `event` of the channel at `index` and moves that channel's position past it.
+fn emit(
+    readings: &mut [Reading],
+    index: usize,
+    multi: bool,
+    event: &Event,
+    out: &mut Out,
+    drained: &mut Drained,
+) {
+    readings[index].delivered = event.seq;
+    if multi {
+        let buf = out.buf();
+        buf.put_slice(b"id: ");
+        write_positions(buf, positions(readings));
+        buf.put_u8(b'\n');
+        buf.put_slice(&event.without_id());
+    } else {
+        out.push(&event.frame);
+    }
+    drained.events += 1;
+    if event.seq <= readings[index].start_head {
+        drained.replayed += 1;
+    }
+    if event.close {
+        readings[index].done = true;
+    }
+}
+
+fn positions(readings: &[Reading]) -> impl Iterator<Item = Position> + '_ {
+    readings.iter().map(|r| Position {
+        epoch: r.epoch,
+        seq: r.delivered,
+    })
 }
 
 impl Body for Subscription {
@@ -353,6 +451,10 @@ impl Body for Subscription {
         this.waiter.waker.register(cx.waker());
         this.waiter.pending_since.store(0, Relaxed);
         let signals = this.waiter.signals.swap(0, Relaxed);
+        if signals & END != 0 {
+            this.ended = true;
+            return Poll::Ready(None);
+        }
         if signals & SHUTDOWN != 0 || this.hub.is_shutting_down() {
             this.ended = true;
             return Poll::Ready(Some(Ok(Frame::data(this.shutdown_frame()))));
@@ -400,9 +502,7 @@ impl Drop for Subscription {
     fn drop(&mut self) {
         for channel in &self.channels {
             channel.unregister(self.waiter.id);
-            if channel.subscriber_count() == 0 {
-                self.hub.registry.remove_if_idle(channel);
-            }
+            self.hub.release(channel);
         }
         self.hub.metrics.subscribers.dec();
     }

@@ -36,7 +36,7 @@ impl Epoch {
         buf.put_slice(&digits);
     }
 
-    fn parse(text: &str) -> Option<Epoch> {
+    pub fn parse(text: &str) -> Option<Epoch> {
         if text.len() != EPOCH_LEN {
             return None;
         }
@@ -46,6 +46,14 @@ impl Epoch {
                 Some(acc * 62 + digit as u64)
             })
             .map(Epoch)
+    }
+}
+
+impl fmt::Display for Epoch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut buf = BytesMut::with_capacity(EPOCH_LEN);
+        self.write_to(&mut buf);
+        f.write_str(std::str::from_utf8(&buf).map_err(|_| fmt::Error)?)
     }
 }
 
