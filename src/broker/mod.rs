@@ -17,7 +17,7 @@ pub use redis::{Feed, RedisBroker};
 pub type Appended = (Arc<Channel>, Arc<Event>);
 
 /// Why the broker could not act; the request had no effect (or, after a timeout, an unknown one).
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum BrokerError {
     #[error("Redis is unavailable: {0}")]
     Unavailable(String),

@@ -23,6 +23,8 @@ use crate::metrics::Metrics;
 use crate::sse::{Epoch, Event, EventFields, Position};
 
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
+/// Commands the feed handles together (one `SUBSCRIBE`, one pipeline).
+const MAX_COMMAND_BATCH: usize = 1024;
 
 /// Publishes through Redis and serves history older than the local logs from its streams.
 pub struct RedisBroker {
@@ -358,44 +360,30 @@ impl Feed {
             .into_iter()
             .filter(|c| c.log().is_synced())
             .collect();
-        for channel in &channels {
-            let topic = self.keys.topic(channel.name());
-            if self.subscribe(&mut sink, &topic).await.is_err() {
-                return false;
-            }
+        if let Err(err) = self
+            .resume(hub, &mut sink, &mut connection, &channels)
+            .await
+        {
+            tracing::warn!(error = %err, "resubscribing after reconnect failed");
+            return false;
         }
         self.set_up(true);
-        for channel in &channels {
-            if let Err(err) = self.catch_up(hub, &mut connection, channel).await {
-                tracing::warn!(error = %err, "catch-up after reconnect failed");
-                return false;
-            }
-        }
         loop {
             tokio::select! {
                 _ = stop.cancelled() => return true,
-                command = self.commands.recv() => match command {
-                    None => return true,
-                    Some(Command::Sync { channel, reply }) => {
-                        let result = self.sync(hub, &mut sink, &mut connection, &channel).await;
-                        let lost = matches!(result, Err(BrokerError::Unavailable(_)));
-                        let _ = reply.send(result);
-                        if lost {
-                            return false;
+                command = self.commands.recv() => {
+                    let Some(first) = command else { return true };
+                    let mut batch = vec![first];
+                    while batch.len() < MAX_COMMAND_BATCH {
+                        match self.commands.try_recv() {
+                            Ok(command) => batch.push(command),
+                            Err(_) => break,
                         }
                     }
-                    Some(Command::Release { name }) => {
-                        if hub.registry().get(&name).is_none() {
-                            let topic = self.keys.topic(&name);
-                            if self.subscribed.remove(&topic) {
-                                let unsubscribe = sink.unsubscribe(&topic);
-                                if !matches!(tokio::time::timeout(self.timeout, unsubscribe).await, Ok(Ok(()))) {
-                                    return false;
-                                }
-                            }
-                        }
+                    if !self.handle(hub, &mut sink, &mut connection, batch).await {
+                        return false;
                     }
-                },
+                }
                 message = stream.next() => match message {
                     None => return false,
                     Some(message) => {
@@ -416,80 +404,163 @@ impl Feed {
             .map_err(unavailable)
     }
 
-    async fn subscribe(&mut self, sink: &mut PubSubSink, topic: &str) -> Result<(), BrokerError> {
-        if self.subscribed.contains(topic) {
-            return Ok(());
-        }
-        tokio::time::timeout(self.timeout, sink.subscribe(topic))
-            .await
-            .map_err(|_| BrokerError::Unavailable("SUBSCRIBE timed out".into()))?
-            .map_err(unavailable)?;
-        self.subscribed.insert(topic.to_owned());
-        Ok(())
-    }
-
-    /// Subscribes first, then reads the head: every later event arrives on the feed.
-    async fn sync(
+    /// Handles a batch of commands with one `SUBSCRIBE`, one pipeline of head reads and one
+    /// `UNSUBSCRIBE`; `false` when the connection failed.
+    async fn handle(
         &mut self,
         hub: &Arc<Hub>,
         sink: &mut PubSubSink,
         connection: &mut redis::aio::MultiplexedConnection,
-        channel: &Arc<Channel>,
-    ) -> Result<(), BrokerError> {
-        if channel.log().is_synced() {
-            return Ok(());
+        batch: Vec<Command>,
+    ) -> bool {
+        let mut channels = Vec::new();
+        let mut replies = Vec::new();
+        let mut released = Vec::new();
+        for command in batch {
+            match command {
+                Command::Sync { channel, reply } => {
+                    channels.push(channel);
+                    replies.push(reply);
+                }
+                Command::Release { name } => {
+                    let topic = self.keys.topic(&name);
+                    if hub.registry().get(&name).is_none() && self.subscribed.remove(&topic) {
+                        released.push(topic);
+                    }
+                }
+            }
         }
-        self.subscribe(sink, &self.keys.topic(channel.name()))
-            .await?;
-        let (epoch, head, closed_at) = self.head(hub, connection, channel).await?;
-        channel.log_mut().sync(epoch, head, closed_at);
+        if !released.is_empty() {
+            let unsubscribe = sink.unsubscribe(&released);
+            if !matches!(
+                tokio::time::timeout(self.timeout, unsubscribe).await,
+                Ok(Ok(()))
+            ) {
+                return false;
+            }
+        }
+        if channels.is_empty() {
+            return true;
+        }
+        let result = self.sync(hub, sink, connection, &channels).await;
+        let ok = result.is_ok();
+        for reply in replies {
+            let _ = reply.send(result.clone());
+        }
+        ok
+    }
+
+    /// Subscribes to the topics of `channels` this connection is not subscribed to yet.
+    async fn subscribe(
+        &mut self,
+        sink: &mut PubSubSink,
+        channels: &[&Arc<Channel>],
+    ) -> Result<(), BrokerError> {
+        let topics: Vec<String> = channels
+            .iter()
+            .map(|c| self.keys.topic(c.name()))
+            .filter(|t| !self.subscribed.contains(t))
+            .collect();
+        if !topics.is_empty() {
+            tokio::time::timeout(self.timeout, sink.subscribe(&topics))
+                .await
+                .map_err(|_| BrokerError::Unavailable("SUBSCRIBE timed out".into()))?
+                .map_err(unavailable)?;
+            self.subscribed.extend(topics);
+        }
         Ok(())
     }
 
-    /// Epoch, head and terminal seq of `channel` in Redis (creating its epoch if needed).
-    async fn head(
-        &self,
+    /// Subscribes first, then reads the heads: every later event arrives on the feed.
+    async fn sync(
+        &mut self,
         hub: &Hub,
+        sink: &mut PubSubSink,
         connection: &mut redis::aio::MultiplexedConnection,
-        channel: &Channel,
-    ) -> Result<(Epoch, u64, Option<u64>), BrokerError> {
-        let name = channel.name();
-        let mut invocation = self.sync.prepare_invoke();
-        invocation
-            .key(self.keys.meta(name))
-            .key(self.keys.stream(name))
-            .arg(Epoch::random().to_string())
-            .arg(millis(hub.settings().history.ttl));
-        let (epoch, seq, closed): (String, u64, Option<u64>) =
-            tokio::time::timeout(self.timeout, invocation.invoke_async(connection))
-                .await
-                .map_err(|_| BrokerError::Unavailable("Redis timed out".into()))?
-                .map_err(unavailable)?;
-        let epoch = Epoch::parse(&epoch)
-            .ok_or_else(|| BrokerError::Unavailable(format!("bad epoch {epoch:?} in Redis")))?;
-        Ok((epoch, seq, closed))
+        channels: &[Arc<Channel>],
+    ) -> Result<(), BrokerError> {
+        let mut pending: Vec<&Arc<Channel>> = Vec::new();
+        for channel in channels {
+            if !channel.log().is_synced() && !pending.iter().any(|c| Arc::ptr_eq(c, channel)) {
+                pending.push(channel);
+            }
+        }
+        self.subscribe(sink, &pending).await?;
+        let heads = self.heads(hub, connection, &pending).await?;
+        for (channel, (epoch, head, closed_at)) in pending.iter().zip(heads) {
+            channel.log_mut().sync(epoch, head, closed_at);
+        }
+        Ok(())
     }
 
-    /// After a reconnect: deliver what was published meanwhile, or reset a channel whose
-    /// history Redis lost.
-    async fn catch_up(
+    /// Epoch, head and terminal seq of each channel in Redis (creating epochs as needed), in
+    /// one pipeline.
+    async fn heads(
         &self,
         hub: &Hub,
         connection: &mut redis::aio::MultiplexedConnection,
-        channel: &Channel,
-    ) -> Result<(), BrokerError> {
-        let (epoch, head, closed_at) = self.head(hub, connection, channel).await?;
-        let (local_epoch, local_head) = {
-            let log = channel.log();
-            (log.epoch(), log.head())
+        channels: &[&Arc<Channel>],
+    ) -> Result<Vec<(Epoch, u64, Option<u64>)>, BrokerError> {
+        if channels.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ttl = millis(hub.settings().history.ttl);
+        let mut pipe = redis::pipe();
+        for channel in channels {
+            let name = channel.name();
+            pipe.cmd("EVALSHA")
+                .arg(self.sync.get_hash())
+                .arg(2)
+                .arg(self.keys.meta(name))
+                .arg(self.keys.stream(name))
+                .arg(Epoch::random().to_string())
+                .arg(ttl);
+        }
+        let query = async {
+            self.sync.load_async(connection).await?;
+            pipe.query_async::<Vec<(String, u64, Option<u64>)>>(connection)
+                .await
         };
-        if epoch != local_epoch {
-            tracing::info!(channel = channel.name(), "Redis lost the channel's history");
-            hub.reset(channel, epoch, head, closed_at);
-        } else if head > local_head {
-            self.metrics.redis_catchups.inc();
-            self.fill(hub, connection, channel, local_head, head)
-                .await?;
+        let heads = tokio::time::timeout(self.timeout, query)
+            .await
+            .map_err(|_| BrokerError::Unavailable("Redis timed out".into()))?
+            .map_err(unavailable)?;
+        heads
+            .into_iter()
+            .map(|(epoch, seq, closed)| {
+                let parsed = Epoch::parse(&epoch).ok_or_else(|| {
+                    BrokerError::Unavailable(format!("bad epoch {epoch:?} in Redis"))
+                })?;
+                Ok((parsed, seq, closed))
+            })
+            .collect()
+    }
+
+    /// After a reconnect: resubscribe every synced channel, then deliver what was published
+    /// meanwhile, or reset the channels whose history Redis lost.
+    async fn resume(
+        &mut self,
+        hub: &Hub,
+        sink: &mut PubSubSink,
+        connection: &mut redis::aio::MultiplexedConnection,
+        channels: &[Arc<Channel>],
+    ) -> Result<(), BrokerError> {
+        let channels: Vec<&Arc<Channel>> = channels.iter().collect();
+        self.subscribe(sink, &channels).await?;
+        let heads = self.heads(hub, connection, &channels).await?;
+        for (channel, (epoch, head, closed_at)) in channels.into_iter().zip(heads) {
+            let (local_epoch, local_head) = {
+                let log = channel.log();
+                (log.epoch(), log.head())
+            };
+            if epoch != local_epoch {
+                tracing::info!(channel = channel.name(), "Redis lost the channel's history");
+                hub.reset(channel, epoch, head, closed_at);
+            } else if head > local_head {
+                self.metrics.redis_catchups.inc();
+                self.fill(hub, connection, channel, local_head, head)
+                    .await?;
+            }
         }
         Ok(())
     }

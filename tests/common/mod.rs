@@ -9,6 +9,8 @@
 //! Every wait is bounded and panics with a message saying what did not happen.
 #![allow(dead_code)]
 
+pub mod redis_server;
+
 use std::collections::VecDeque;
 use std::future::Future;
 use std::net::SocketAddr;
