@@ -147,6 +147,28 @@ impl RedisBroker {
         Ok(connection.clone())
     }
 
+    /// Runs `command` within `redis-timeout`, once more if the connection turned out to be dead
+    /// before the command could be sent (the first use after Redis restarted). The inner
+    /// result carries Redis's own answer.
+    async fn command<T, F, Fut>(&self, command: F) -> Result<redis::RedisResult<T>, BrokerError>
+    where
+        F: Fn(ConnectionManager) -> Fut,
+        Fut: std::future::Future<Output = redis::RedisResult<T>>,
+    {
+        let attempt = async {
+            let result = command(self.connection().await?).await;
+            match result {
+                Err(err) if err.is_connection_dropped() => {
+                    Ok(command(self.connection().await?).await)
+                }
+                result => Ok(result),
+            }
+        };
+        tokio::time::timeout(self.timeout, attempt)
+            .await
+            .map_err(|_| BrokerError::Timeout(self.timeout))?
+    }
+
     /// Runs the publish script: all events of `batch` or none.
     pub async fn publish(
         &self,
@@ -194,13 +216,16 @@ impl RedisBroker {
                 .arg(fields.retry.map(|r| r.to_string()).unwrap_or_default())
                 .arg(if fields.close { "1" } else { "0" });
         }
-        let mut connection = self.connection().await?;
-        let result = tokio::time::timeout(
-            self.timeout,
-            invocation.invoke_async::<Vec<(String, u64)>>(&mut connection),
-        )
-        .await
-        .map_err(|_| BrokerError::Timeout(self.timeout))?;
+        let result = self
+            .command(|mut connection| {
+                let invocation = &invocation;
+                async move {
+                    invocation
+                        .invoke_async::<Vec<(String, u64)>>(&mut connection)
+                        .await
+                }
+            })
+            .await?;
         let ids = match result {
             Ok(ids) => ids,
             Err(err) if err.code() == Some("SSEHUB_CLOSED") => {
@@ -261,19 +286,14 @@ impl RedisBroker {
         settings: &Settings,
     ) -> Result<Vec<Arc<Event>>, BrokerError> {
         let epoch = channel.log().epoch();
-        let mut connection = self.connection().await?;
-        let entries = tokio::time::timeout(
-            self.timeout,
-            xrange(
-                &mut connection,
-                &self.keys.stream(channel.name()),
-                after,
-                upto,
-            ),
-        )
-        .await
-        .map_err(|_| BrokerError::Timeout(self.timeout))?
-        .map_err(unavailable)?;
+        let stream = self.keys.stream(channel.name());
+        let entries = self
+            .command(|mut connection| {
+                let stream = &stream;
+                async move { xrange(&mut connection, stream, after, upto).await }
+            })
+            .await?
+            .map_err(unavailable)?;
         let now = Instant::now();
         let now_us = unix_micros();
         Ok(entries
