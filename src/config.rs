@@ -15,6 +15,8 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Redis URL; `None` runs the in-memory broker.
     pub redis_url: Option<String>,
+    /// PEM file of the CA that signed Redis's certificate (`rediss://`); system roots otherwise.
+    pub redis_ca_file: Option<PathBuf>,
     /// Prefix of every Redis key and pub/sub channel name.
     pub redis_prefix: String,
     /// Longest wait for one Redis command (a publish gets `503` after it).
@@ -66,6 +68,7 @@ impl Default for Config {
         Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             redis_url: None,
+            redis_ca_file: None,
             redis_prefix: "ssehub".into(),
             redis_timeout: Duration::from_secs(2),
             redis_linger: Duration::from_secs(2),
@@ -157,6 +160,9 @@ pub struct Settings {
     /// Redis URL for running several nodes as one hub [default: none, in memory].
     #[arg(long, global = true, env = "SSEHUB_REDIS_URL")]
     pub redis_url: Option<String>,
+    /// PEM CA certificate for `rediss://` Redis [default: system roots].
+    #[arg(long, global = true, env = "SSEHUB_REDIS_CA_FILE")]
+    pub redis_ca_file: Option<PathBuf>,
     /// Prefix of Redis keys and pub/sub channels [default: ssehub].
     #[arg(long, global = true, env = "SSEHUB_REDIS_PREFIX")]
     pub redis_prefix: Option<String>,
@@ -250,6 +256,7 @@ impl Settings {
             config: self.config,
             listen: self.listen.or(lower.listen),
             redis_url: self.redis_url.or(lower.redis_url),
+            redis_ca_file: self.redis_ca_file.or(lower.redis_ca_file),
             redis_prefix: self.redis_prefix.or(lower.redis_prefix),
             redis_timeout: self.redis_timeout.or(lower.redis_timeout),
             redis_linger: self.redis_linger.or(lower.redis_linger),
@@ -282,6 +289,7 @@ impl Settings {
         let config = Config {
             listen: self.listen.unwrap_or(d.listen),
             redis_url: self.redis_url.filter(|url| !url.is_empty()),
+            redis_ca_file: self.redis_ca_file,
             redis_prefix: self.redis_prefix.unwrap_or(d.redis_prefix),
             redis_timeout: duration("redis-timeout", self.redis_timeout, d.redis_timeout)?,
             redis_linger: duration("redis-linger", self.redis_linger, d.redis_linger)?,

@@ -23,7 +23,7 @@ pub enum BrokerError {
     Unavailable(String),
     #[error("Redis did not answer within {0:?}")]
     Timeout(Duration),
-    #[error("invalid Redis URL: {0}")]
+    #[error("invalid Redis settings: {0}")]
     Config(String),
 }
 

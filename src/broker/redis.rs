@@ -94,7 +94,20 @@ impl RedisBroker {
         url: &str,
         metrics: Arc<Metrics>,
     ) -> Result<(RedisBroker, Feed), BrokerError> {
-        let client = Client::open(url).map_err(|err| BrokerError::Config(err.to_string()))?;
+        let client = match &config.redis_ca_file {
+            None => Client::open(url),
+            Some(path) => {
+                let root_cert = std::fs::read(path).map_err(|err| {
+                    BrokerError::Config(format!("cannot read {}: {err}", path.display()))
+                })?;
+                let certificates = redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(root_cert),
+                };
+                Client::build_with_tls(url, certificates)
+            }
+        }
+        .map_err(|err| BrokerError::Config(err.to_string()))?;
         let keys = Keys {
             prefix: config.redis_prefix.clone(),
         };

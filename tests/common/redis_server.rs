@@ -16,6 +16,8 @@ pub struct RedisServer {
     pub port: u16,
     dir: PathBuf,
     extra: Vec<String>,
+    /// Serves TLS only (`rediss://`), with a certificate signed by [`RedisServer::ca_file`].
+    tls: bool,
     child: Option<Child>,
 }
 
@@ -28,6 +30,15 @@ impl RedisServer {
     /// Starts a server with extra arguments, e.g. `["--appendonly", "yes"]` to keep data across
     /// restarts, or `["--requirepass", "secret"]`.
     pub async fn start_with(extra: &[&str]) -> RedisServer {
+        RedisServer::launch(extra, false).await
+    }
+
+    /// Starts a server that speaks only TLS, with a fresh CA and a certificate for 127.0.0.1.
+    pub async fn start_tls() -> RedisServer {
+        RedisServer::launch(&[], true).await
+    }
+
+    async fn launch(extra: &[&str], tls: bool) -> RedisServer {
         let port = {
             let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
             listener.local_addr().expect("local_addr").port()
@@ -38,22 +49,66 @@ impl RedisServer {
             port,
             dir,
             extra: extra.iter().map(|s| s.to_string()).collect(),
+            tls,
             child: None,
         };
+        if tls {
+            server.make_certificates();
+        }
         server.spawn().await;
         server
     }
 
-    /// `redis://127.0.0.1:<port>`.
+    /// `redis://127.0.0.1:<port>`, or `rediss://` for a TLS server.
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+        let scheme = if self.tls { "rediss" } else { "redis" };
+        format!("{scheme}://127.0.0.1:{}", self.port)
+    }
+
+    /// The CA certificate (PEM) that signed a TLS server's certificate.
+    pub fn ca_file(&self) -> PathBuf {
+        self.dir.join("ca.crt")
+    }
+
+    /// A CA and a certificate for 127.0.0.1 signed by it, made with the `openssl` command.
+    fn make_certificates(&self) {
+        const SCRIPT: &str = "set -e
+EC='-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes'
+openssl req -x509 $EC -days 1 -subj /CN=ssehub-test-ca -keyout ca.key -out ca.crt
+openssl req $EC -subj /CN=127.0.0.1 -keyout server.key -out server.csr
+printf 'subjectAltName=IP:127.0.0.1\\n' > san.ext
+openssl x509 -req -days 1 -CAcreateserial -in server.csr -CA ca.crt -CAkey ca.key \\
+  -extfile san.ext -out server.crt
+";
+        let output = std::process::Command::new("sh")
+            .args(["-c", SCRIPT])
+            .current_dir(&self.dir)
+            .output()
+            .expect("run sh");
+        assert!(
+            output.status.success(),
+            "making test certificates with openssl (tests/run.sh installs it): {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
     }
 
     async fn spawn(&mut self) {
         let mut command = Command::new("redis-server");
+        if self.tls {
+            command
+                .args(["--port", "0", "--tls-port"])
+                .arg(self.port.to_string())
+                .arg("--tls-cert-file")
+                .arg(self.dir.join("server.crt"))
+                .arg("--tls-key-file")
+                .arg(self.dir.join("server.key"))
+                .arg("--tls-ca-cert-file")
+                .arg(self.ca_file())
+                .args(["--tls-auth-clients", "no"]);
+        } else {
+            command.arg("--port").arg(self.port.to_string());
+        }
         command
-            .arg("--port")
-            .arg(self.port.to_string())
             .arg("--bind")
             .arg("127.0.0.1")
             .arg("--dir")
@@ -94,7 +149,18 @@ impl RedisServer {
 
     /// Runs one command with a fresh connection.
     pub async fn try_cmd(&self, args: &[&str]) -> redis::RedisResult<redis::Value> {
-        let client = redis::Client::open(self.url_with_auth())?;
+        let client = if self.tls {
+            let root_cert = std::fs::read(self.ca_file())?;
+            redis::Client::build_with_tls(
+                self.url_with_auth(),
+                redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(root_cert),
+                },
+            )?
+        } else {
+            redis::Client::open(self.url_with_auth())?
+        };
         let mut connection = tokio::time::timeout(
             Duration::from_secs(2),
             client.get_multiplexed_async_connection(),
