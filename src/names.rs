@@ -23,6 +23,8 @@ pub enum NameError {
     ChannelCharacter(String),
     #[error("channel name {0:?} has an empty, `.` or `..` segment")]
     ChannelSegment(String),
+    #[error("channel {0:?} is listed twice")]
+    DuplicateChannel(String),
     #[error("event name is empty")]
     EmptyEvent,
     #[error("event name is longer than {MAX_EVENT_NAME_LEN} bytes")]
@@ -49,6 +51,17 @@ pub fn check_channel(name: &str) -> Result<(), NameError> {
         .any(|segment| segment.is_empty() || segment == "." || segment == "..")
     {
         return Err(NameError::ChannelSegment(name.to_owned()));
+    }
+    Ok(())
+}
+
+/// Checks each name, and that none is listed twice.
+pub fn check_channels(names: &[String]) -> Result<(), NameError> {
+    for (i, name) in names.iter().enumerate() {
+        check_channel(name)?;
+        if names[..i].contains(name) {
+            return Err(NameError::DuplicateChannel(name.clone()));
+        }
     }
     Ok(())
 }

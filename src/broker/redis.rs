@@ -431,10 +431,7 @@ impl Feed {
     }
 
     async fn command_connection(&self) -> Result<redis::aio::MultiplexedConnection, BrokerError> {
-        tokio::time::timeout(self.timeout, self.client.get_multiplexed_async_connection())
-            .await
-            .map_err(|_| BrokerError::Timeout(self.timeout))?
-            .map_err(unavailable)
+        within(self.timeout, self.client.get_multiplexed_async_connection()).await
     }
 
     /// Handles a batch of commands with one `SUBSCRIBE`, one pipeline of head reads and one
@@ -463,14 +460,12 @@ impl Feed {
                 }
             }
         }
-        if !released.is_empty() {
-            let unsubscribe = sink.unsubscribe(&released);
-            if !matches!(
-                tokio::time::timeout(self.timeout, unsubscribe).await,
-                Ok(Ok(()))
-            ) {
-                return false;
-            }
+        if !released.is_empty()
+            && within(self.timeout, sink.unsubscribe(&released))
+                .await
+                .is_err()
+        {
+            return false;
         }
         if channels.is_empty() {
             return true;
@@ -495,10 +490,7 @@ impl Feed {
             .filter(|t| !self.subscribed.contains(t))
             .collect();
         if !topics.is_empty() {
-            tokio::time::timeout(self.timeout, sink.subscribe(&topics))
-                .await
-                .map_err(|_| BrokerError::Unavailable("SUBSCRIBE timed out".into()))?
-                .map_err(unavailable)?;
+            within(self.timeout, sink.subscribe(&topics)).await?;
             self.subscribed.extend(topics);
         }
         Ok(())
@@ -554,10 +546,7 @@ impl Feed {
             pipe.query_async::<Vec<(String, u64, Option<u64>)>>(connection)
                 .await
         };
-        let heads = tokio::time::timeout(self.timeout, query)
-            .await
-            .map_err(|_| BrokerError::Unavailable("Redis timed out".into()))?
-            .map_err(unavailable)?;
+        let heads = within(self.timeout, query).await?;
         heads
             .into_iter()
             .map(|(epoch, seq, closed)| {
@@ -649,13 +638,8 @@ impl Feed {
         after: u64,
         upto: u64,
     ) -> Result<(), BrokerError> {
-        let entries = tokio::time::timeout(
-            self.timeout,
-            xrange(connection, &self.keys.stream(channel.name()), after, upto),
-        )
-        .await
-        .map_err(|_| BrokerError::Unavailable("Redis timed out".into()))?
-        .map_err(unavailable)?;
+        let stream = self.keys.stream(channel.name());
+        let entries = within(self.timeout, xrange(connection, &stream, after, upto)).await?;
         let now = Instant::now();
         let now_us = unix_micros();
         for payload in &entries {
@@ -761,6 +745,17 @@ fn unix_micros() -> u64 {
 
 fn millis(duration: Duration) -> u64 {
     duration.as_millis().max(1) as u64
+}
+
+/// `command`'s answer, or why there is none within `timeout`.
+async fn within<T>(
+    timeout: Duration,
+    command: impl std::future::Future<Output = redis::RedisResult<T>>,
+) -> Result<T, BrokerError> {
+    tokio::time::timeout(timeout, command)
+        .await
+        .map_err(|_| BrokerError::Timeout(timeout))?
+        .map_err(unavailable)
 }
 
 fn unavailable(err: redis::RedisError) -> BrokerError {

@@ -134,6 +134,14 @@ fn full(response: Response<Full<Bytes>>) -> Response<ResponseBody> {
     response.map(Either::Left)
 }
 
+/// The channel named by the rest of a `/events/...` or `/publish/...` path, percent-decoded.
+pub fn channel_from_path(path: &str) -> Result<String, ApiError> {
+    percent_encoding::percent_decode_str(path)
+        .decode_utf8()
+        .map(|name| name.into_owned())
+        .map_err(|_| ApiError::BadRequest("channel name is not UTF-8".into()))
+}
+
 /// Decodes one `application/x-www-form-urlencoded` query or body.
 pub fn form_pairs(input: &[u8]) -> impl Iterator<Item = (String, String)> + '_ {
     form_urlencoded::parse(input).map(|(k, v)| (k.into_owned(), v.into_owned()))

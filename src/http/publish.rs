@@ -11,10 +11,10 @@ use hyper::{Request, Response, StatusCode};
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::{form_pairs, App};
+use super::{channel_from_path, form_pairs, App};
 use crate::error::{json_response, ApiError};
 use crate::hub::Publication;
-use crate::names::{check_channel, check_event_name};
+use crate::names::{check_channels, check_event_name};
 use crate::sse::EventFields;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -144,10 +144,7 @@ async fn read_body(app: &App, request: Request<Incoming>) -> Result<Bytes, ApiEr
 
 /// `POST /publish/<channel>?event=&retry=&close=`: the raw body is the data.
 fn raw_draft(path: &str, query: &str, body: &[u8]) -> Result<Draft, ApiError> {
-    let channel = percent_encoding::percent_decode_str(path)
-        .decode_utf8()
-        .map_err(|_| ApiError::BadRequest("channel name is not UTF-8".into()))?
-        .into_owned();
+    let channel = channel_from_path(path)?;
     let data = std::str::from_utf8(body)
         .map_err(|_| ApiError::BadRequest("data is not valid UTF-8".into()))?
         .to_owned();
@@ -260,12 +257,7 @@ fn validate(app: &App, draft: Draft, at: &str) -> Result<Vec<Publication>, ApiEr
         }
         (None, Some(channels)) => channels,
     };
-    for (i, channel) in channels.iter().enumerate() {
-        check_channel(channel).map_err(|err| bad(err.to_string()))?;
-        if channels[..i].contains(channel) {
-            return Err(bad(format!("channel {channel:?} is listed twice")));
-        }
-    }
+    check_channels(&channels).map_err(|err| bad(err.to_string()))?;
     if let Some(event) = &draft.event {
         check_event_name(event).map_err(|err| bad(err.to_string()))?;
     }

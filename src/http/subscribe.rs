@@ -8,10 +8,10 @@ use hyper::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE};
 use hyper::{Request, Response, StatusCode};
 use tokio_util::sync::CancellationToken;
 
-use super::{form_pairs, App, ConnectionHandle, ResponseBody};
+use super::{channel_from_path, form_pairs, App, ConnectionHandle, ResponseBody};
 use crate::error::ApiError;
 use crate::hub::Opened;
-use crate::names::check_channel;
+use crate::names::check_channels;
 
 pub async fn handle<B>(
     app: &App,
@@ -33,10 +33,7 @@ pub async fn handle<B>(
                 "give channels in the path or in ?channel=, not both".into(),
             ));
         }
-        let name = percent_encoding::percent_decode_str(path)
-            .decode_utf8()
-            .map_err(|_| ApiError::BadRequest("channel name is not UTF-8".into()))?;
-        channels.push(name.into_owned());
+        channels.push(channel_from_path(path)?);
     }
     if channels.is_empty() {
         return Err(ApiError::BadRequest("missing channel".into()));
@@ -48,14 +45,7 @@ pub async fn handle<B>(
             app.config.max_channels_per_connection
         )));
     }
-    for (i, channel) in channels.iter().enumerate() {
-        check_channel(channel).map_err(|err| ApiError::BadRequest(err.to_string()))?;
-        if channels[..i].contains(channel) {
-            return Err(ApiError::BadRequest(format!(
-                "channel {channel:?} is listed twice"
-            )));
-        }
-    }
+    check_channels(&channels).map_err(|err| ApiError::BadRequest(err.to_string()))?;
     let header_cursor = request
         .headers()
         .get("last-event-id")
