@@ -848,3 +848,53 @@ async fn concurrent_publishers_on_three_nodes_produce_one_order() {
         }
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Terminal events across nodes
+
+#[tokio::test]
+async fn terminal_event_ends_streams_on_every_node() {
+    let redis = RedisServer::start().await;
+    let a = redis_hub(&redis, |_| {}).await;
+    let b = redis_hub(&redis, |_| {}).await;
+    let mut on_b = subscribe(b.addr, "/events/job", &[]).await;
+    let first = publish_ok(a.addr, "job", "working").await;
+    let close = publish(
+        a.addr,
+        json!({"channel": "job", "event": "done", "data": "ok", "close": true}),
+    )
+    .await;
+    assert_eq!(close.status, 200, "{}", close.text());
+    let close_id = close.json()["id"].as_str().expect("an id").to_string();
+
+    let events = on_b.events(2, T).await;
+    assert_eq!(events[0].id, first);
+    assert_eq!(
+        (events[1].event.as_str(), events[1].id.as_str()),
+        ("done", close_id.as_str())
+    );
+    on_b.expect_end(T).await;
+
+    // Any node: no cursor or a cursor at the end gets 204; before it, the rest and the end.
+    for addr in [a.addr, b.addr] {
+        for headers in [vec![], vec![("Last-Event-ID", close_id.as_str())]] {
+            let client = SseClient::connect(addr, "/events/job", &headers).await;
+            assert_eq!(
+                client.status, 204,
+                "GET /events/job on {addr} with {headers:?}"
+            );
+        }
+        let mut late = subscribe(addr, "/events/job", &[("Last-Event-ID", &first)]).await;
+        let rest = late.events(1, T).await;
+        assert_eq!(rest[0].id, close_id);
+        late.expect_end(T).await;
+    }
+
+    for addr in [a.addr, b.addr] {
+        let refused = publish(addr, json!({"channel": "job", "data": "more"})).await;
+        assert_eq!(refused.status, 409, "{}", refused.text());
+        assert!(refused.json()["error"].is_string());
+    }
+    a.stop().await;
+    b.stop().await;
+}
