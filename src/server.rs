@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::broker::{Broker, MemoryBroker, RedisBroker};
 use crate::config::Config;
+use crate::connection::Cut;
 use crate::http::{self, cors::Cors, App, ConnectionHandle};
 use crate::hub::Hub;
 use crate::metrics::Metrics;
@@ -93,7 +94,7 @@ pub async fn run(
             continue;
         }
         let _ = stream.set_nodelay(true);
-        let connection = CancellationToken::new();
+        let connection = Cut::new();
         let app = app.clone();
         let handle = ConnectionHandle(connection.clone());
         let served = Arc::new(AtomicBool::new(false));
@@ -124,7 +125,7 @@ pub async fn run(
                 result = conn => if let Err(err) = result {
                     tracing::debug!(error = %err, "connection closed");
                 },
-                _ = connection.cancelled() => tracing::debug!("connection cut"),
+                _ = connection.wait() => tracing::debug!("connection cut"),
                 _ = silent => tracing::debug!("no request within header-read-timeout"),
             }
             drop(open);

@@ -12,9 +12,9 @@ use bytes::Bytes;
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response};
-use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
+use crate::connection::Cut;
 use crate::error::ApiError;
 use crate::hub::{Hub, Subscription};
 use crate::metrics::Metrics;
@@ -26,7 +26,7 @@ pub type ResponseBody = Either<Full<Bytes>, Subscription>;
 /// Cancels the connection a request arrived on; the server puts one in each request's
 /// extensions so a subscription can be cut even when hyper is not polling it.
 #[derive(Clone)]
-pub struct ConnectionHandle(pub CancellationToken);
+pub struct ConnectionHandle(pub Cut);
 
 /// What request handlers share.
 pub struct App {

@@ -6,9 +6,9 @@ use bytes::Bytes;
 use http_body_util::{Either, Full};
 use hyper::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE};
 use hyper::{Request, Response, StatusCode};
-use tokio_util::sync::CancellationToken;
 
 use super::{channel_from_path, form_pairs, App, ConnectionHandle, ResponseBody};
+use crate::connection::Cut;
 use crate::error::ApiError;
 use crate::hub::Opened;
 use crate::names::check_channels;
@@ -56,7 +56,7 @@ pub async fn handle<B>(
     let connection = request
         .extensions()
         .get::<ConnectionHandle>()
-        .map_or_else(CancellationToken::new, |handle| handle.0.clone());
+        .map_or_else(Cut::new, |handle| handle.0.clone());
     let opened = app
         .hub
         .subscribe(&channels, cursor.as_deref(), connection)

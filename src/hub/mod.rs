@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::broker::{Broker, BrokerError};
 use crate::config::Config;
+use crate::connection::Cut;
 use crate::metrics::Metrics;
 use crate::sse::{Epoch, EventFields, Position};
 use channel::{Channel, Insert, Retention};
@@ -272,7 +273,7 @@ impl Hub {
         self: &Arc<Self>,
         channels: &[String],
         cursor: Option<&str>,
-        connection: CancellationToken,
+        connection: Cut,
     ) -> Result<Opened, SubscribeError> {
         if self.is_shutting_down() {
             return Err(SubscribeError::ShuttingDown);

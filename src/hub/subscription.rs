@@ -12,10 +12,10 @@ use std::task::{Context, Poll};
 use atomic_waker::AtomicWaker;
 use bytes::{BufMut, Bytes, BytesMut};
 use http_body::{Body, Frame};
-use tokio_util::sync::CancellationToken;
 
 use super::channel::Channel;
 use super::{EvictionReason, GapReason, Hub, SubscribeError};
+use crate::connection::Cut;
 use crate::metrics::Metrics;
 use crate::sse::cursor::write_positions;
 use crate::sse::encode::control_event;
@@ -42,11 +42,11 @@ pub struct Waiter {
     last_write: AtomicU64,
     /// Per channel of the subscription: the seq lag is measured from.
     lag_floor: Box<[AtomicU64]>,
-    connection: CancellationToken,
+    connection: Cut,
 }
 
 impl Waiter {
-    fn new(id: u64, channels: usize, connection: CancellationToken, now_ms: u64) -> Waiter {
+    fn new(id: u64, channels: usize, connection: Cut, now_ms: u64) -> Waiter {
         Waiter {
             id,
             waker: AtomicWaker::new(),
@@ -123,7 +123,7 @@ impl Waiter {
                 .with_label_values(&[reason.as_str()])
                 .inc();
             tracing::debug!(subscriber = self.id, reason = reason.as_str(), "evicting");
-            self.connection.cancel();
+            self.connection.cut();
             self.waker.wake();
         }
     }
@@ -189,7 +189,7 @@ impl Subscription {
     pub(super) fn register(
         hub: &Arc<Hub>,
         names: &[String],
-        connection: CancellationToken,
+        connection: Cut,
     ) -> Result<Subscription, SubscribeError> {
         let waiter = Arc::new(Waiter::new(
             hub.next_subscriber_id(),
