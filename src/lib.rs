@@ -9,7 +9,9 @@ pub mod http;
 pub mod hub;
 pub mod metrics;
 pub mod names;
+pub mod rewind;
 pub mod server;
 pub mod sse;
+pub mod stream_connection;
 
 pub use config::Config;

@@ -1,5 +1,5 @@
-//! The accept loop: connection cap, HTTP/1.1 and h2c on one port, cancellable connections, and
-//! graceful shutdown.
+//! The accept loop: connection cap, HTTP/1.1 and h2c on one port (event streams over HTTP/1.1
+//! served directly, the rest by hyper), cancellable connections, and graceful shutdown.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
@@ -9,10 +9,11 @@ use std::time::Duration;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::broker::{Broker, MemoryBroker, RedisBroker};
 use crate::config::Config;
@@ -20,6 +21,8 @@ use crate::connection::Cut;
 use crate::http::{self, cors::Cors, App, ConnectionHandle};
 use crate::hub::Hub;
 use crate::metrics::Metrics;
+use crate::rewind::Rewind;
+use crate::stream_connection::{self, EventStream};
 
 /// What stops the server from starting or running.
 #[derive(Debug, thiserror::Error)]
@@ -72,7 +75,9 @@ pub async fn run(
         .http2()
         .timer(TokioTimer::new())
         .max_concurrent_streams(config.max_concurrent_streams);
+    let builder = Arc::new(builder);
     let graceful = GracefulShutdown::new();
+    let connections = TaskTracker::new();
     let mut shutdown = std::pin::pin!(shutdown);
 
     loop {
@@ -94,40 +99,16 @@ pub async fn run(
             continue;
         }
         let _ = stream.set_nodelay(true);
-        let connection = Cut::new();
-        let app = app.clone();
-        let handle = ConnectionHandle(connection.clone());
-        let served = Arc::new(AtomicBool::new(false));
-        let first_request = served.clone();
-        let service = service_fn(move |mut request| {
-            first_request.store(true, Relaxed);
-            request.extensions_mut().insert(handle.clone());
-            let app = app.clone();
-            async move { Ok::<_, std::convert::Infallible>(http::handle(app, request).await) }
-        });
-        let conn = graceful.watch(
-            builder
-                .serve_connection(TokioIo::new(stream), service)
-                .into_owned(),
-        );
         let open = OpenConnection::new(&metrics);
-        let header_read_timeout = config.header_read_timeout;
-        tokio::spawn(async move {
-            // hyper times out headers only once it knows the protocol; this also covers a
-            // client that sends nothing (or half an HTTP/2 preface).
-            let silent = async {
-                tokio::time::sleep(header_read_timeout).await;
-                if served.load(Relaxed) {
-                    std::future::pending::<()>().await;
-                }
-            };
-            tokio::select! {
-                result = conn => if let Err(err) = result {
-                    tracing::debug!(error = %err, "connection closed");
-                },
-                _ = connection.wait() => tracing::debug!("connection cut"),
-                _ = silent => tracing::debug!("no request within header-read-timeout"),
-            }
+        let connection = serve_connection(
+            app.clone(),
+            builder.clone(),
+            graceful.watcher(),
+            stream,
+            config.header_read_timeout,
+        );
+        connections.spawn(async move {
+            connection.await;
             drop(open);
         });
     }
@@ -135,7 +116,12 @@ pub async fn run(
     tracing::info!("shutting down: ending streams and draining connections");
     drop(listener);
     hub.shut_down();
-    if tokio::time::timeout(config.shutdown_timeout, graceful.shutdown())
+    connections.close();
+    let drained = async {
+        graceful.shutdown().await;
+        connections.wait().await;
+    };
+    if tokio::time::timeout(config.shutdown_timeout, drained)
         .await
         .is_err()
     {
@@ -147,6 +133,90 @@ pub async fn run(
     stop_background.cancel();
     let _ = housekeeping.await;
     Ok(())
+}
+
+/// Serves one connection: an HTTP/1.1 event stream directly, anything else with hyper
+/// (HTTP/1.1 or h2c), until it ends or the hub cuts it.
+async fn serve_connection(
+    app: Arc<App>,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    watcher: Watcher,
+    stream: TcpStream,
+    header_read_timeout: Duration,
+) {
+    // Boxed and gone once the stream runs: only the stream's own state stays per subscriber.
+    let setup = Box::pin(route(app, builder, watcher, stream, header_read_timeout));
+    if let Some(events) = setup.await {
+        events.run().await;
+    }
+}
+
+/// Reads the first request head and hands the connection to the direct event-stream path
+/// (returning the stream to run) or to hyper (serving it to the end).
+async fn route(
+    app: Arc<App>,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    watcher: Watcher,
+    mut stream: TcpStream,
+    header_read_timeout: Duration,
+) -> Option<EventStream> {
+    let cut = Cut::new();
+    let Some(head) = stream_connection::read_head(&mut stream, header_read_timeout).await else {
+        tracing::debug!("no request within header-read-timeout");
+        return None;
+    };
+    if let Some(request) = stream_connection::event_stream_request(&head) {
+        drop(head);
+        return stream_connection::respond(app, stream, request, cut).await;
+    }
+    serve_with_hyper(
+        app,
+        builder,
+        watcher,
+        stream,
+        head,
+        cut,
+        header_read_timeout,
+    )
+    .await;
+    None
+}
+
+async fn serve_with_hyper(
+    app: Arc<App>,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    watcher: Watcher,
+    stream: TcpStream,
+    head: bytes::BytesMut,
+    cut: Cut,
+    header_read_timeout: Duration,
+) {
+    let handle = ConnectionHandle(cut.clone());
+    let served = Arc::new(AtomicBool::new(false));
+    let first_request = served.clone();
+    let service = service_fn(move |mut request| {
+        first_request.store(true, Relaxed);
+        request.extensions_mut().insert(handle.clone());
+        let app = app.clone();
+        async move { Ok::<_, std::convert::Infallible>(http::handle(app, request).await) }
+    });
+    let io = TokioIo::new(Rewind::new(head.freeze(), stream));
+    let conn = watcher.watch(builder.serve_connection(io, service).into_owned());
+    // hyper times out headers only once it knows the protocol; this also covers a client
+    // that sends half an HTTP/2 preface and nothing more.
+    let silent = async {
+        tokio::time::sleep(header_read_timeout).await;
+        if served.load(Relaxed) {
+            std::future::pending::<()>().await;
+        }
+    };
+    tokio::select! {
+        result = conn => if let Err(err) = result {
+            tracing::debug!(error = %err, "connection closed");
+        },
+        _ = cut.wait() => tracing::debug!("connection cut"),
+        _ = silent => tracing::debug!("no request within header-read-timeout"),
+    }
 }
 
 /// Counts an open connection in the gauge for as long as it lives.

@@ -10,7 +10,6 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use http_body_util::{Either, Full};
-use hyper::body::Incoming;
 use hyper::{Method, Request, Response};
 
 use crate::config::Config;
@@ -19,6 +18,17 @@ use crate::error::ApiError;
 use crate::hub::{Hub, Subscription};
 use crate::metrics::Metrics;
 use cors::Cors;
+
+/// A request body hyper or the direct event-stream path hands over.
+pub trait RequestBody:
+    http_body::Body<Data = Bytes, Error: Into<Box<dyn std::error::Error + Send + Sync>>> + Send
+{
+}
+
+impl<B> RequestBody for B where
+    B: http_body::Body<Data = Bytes, Error: Into<Box<dyn std::error::Error + Send + Sync>>> + Send
+{
+}
 
 /// Body of every answer: a whole JSON/text body, or an event stream.
 pub type ResponseBody = Either<Full<Bytes>, Subscription>;
@@ -87,7 +97,7 @@ impl Route {
 }
 
 /// Answers one request.
-pub async fn handle(app: Arc<App>, request: Request<Incoming>) -> Response<ResponseBody> {
+pub async fn handle<B: RequestBody>(app: Arc<App>, request: Request<B>) -> Response<ResponseBody> {
     let accepted = Instant::now();
     let (route, channel_path) = Route::of(request.uri().path());
     let origin = request.headers().get(hyper::header::ORIGIN).cloned();

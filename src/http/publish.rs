@@ -5,13 +5,12 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
-use hyper::body::Incoming;
 use hyper::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use hyper::{Request, Response, StatusCode};
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::{channel_from_path, form_pairs, App};
+use super::{channel_from_path, form_pairs, App, RequestBody};
 use crate::error::{json_response, ApiError};
 use crate::hub::Publication;
 use crate::names::{check_channels, check_event_name};
@@ -53,9 +52,9 @@ struct Draft {
     close: bool,
 }
 
-pub async fn handle(
+pub async fn handle<B: RequestBody>(
     app: &App,
-    request: Request<Incoming>,
+    request: Request<B>,
     channel_path: Option<&str>,
     accepted: Instant,
 ) -> Result<Response<Full<Bytes>>, ApiError> {
@@ -119,7 +118,7 @@ fn body_kind<B>(request: &Request<B>) -> Result<BodyKind, ApiError> {
 }
 
 /// The whole body, within `max-body-bytes` and `body-read-timeout`.
-async fn read_body(app: &App, request: Request<Incoming>) -> Result<Bytes, ApiError> {
+async fn read_body<B: RequestBody>(app: &App, request: Request<B>) -> Result<Bytes, ApiError> {
     let limit = app.config.max_body_bytes;
     let declared = request
         .headers()
