@@ -2,32 +2,46 @@
 # Runs the same scenarios on ssehub and on Nchan (nginx + libnginx-mod-nchan), one server at a
 # time on fresh processes, and writes loadtest/results/<name>.md (table, exact commands, machine)
 # plus loadtest/results/<name>.svg (latency percentiles, server CPU per delivery).
+# The cluster case is ssehub only (Nchan has no multi-node mode here): 3 ssehub nodes sharing one
+# redis-server, subscribers and publishers spread over the nodes, CPU of every node and of Redis.
 #
 # Usage: loadtest/compare.sh [--name NAME] [--scale FRACTION] [--only CASE[,CASE...]]
 #   --scale 0.1   a reduced run (subscribers, channels and events times 0.1) to check the script
-#   --only        run only these cases: idle, fanout5k, fanout10k, channels1k, storm
+#   --only        run only these cases: idle, fanout5k, fanout10k, channels1k, storm, cluster
 # Environment: THREADS (subscriber threads of the tool, default 1), KEEP_WORK=1 keeps the temp dir.
 #
-# It installs nothing: without nginx and the nchan module it says what to install and stops.
+# It installs nothing: without nginx and the nchan module it says what to install and stops (unless
+# only cluster runs); without redis-server it says what to install and skips the cluster case.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
 NAME="nchan-vs-ssehub"
 SCALE=1
-ONLY="idle,fanout5k,fanout10k,channels1k,storm"
+CASES="idle,fanout5k,fanout10k,channels1k,storm,cluster"
+ONLY="$CASES"
 while [ $# -gt 0 ]; do
   case "$1" in
     --name) NAME="$2"; shift 2 ;;
     --scale) SCALE="$2"; shift 2 ;;
     --only) ONLY="$2"; shift 2 ;;
-    -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
     *) echo "unknown argument: $1" >&2; exit 2 ;;
   esac
 done
 THREADS="${THREADS:-1}"
 NCHAN_MODULE=/usr/lib/nginx/modules/ngx_nchan_module.so
+CLUSTER_NODES=3
 
-if ! command -v nginx >/dev/null || [ ! -f "$NCHAN_MODULE" ]; then
+wanted() { case ",$ONLY," in *",$1,"*) return 0 ;; *) return 1 ;; esac; }
+for one in ${ONLY//,/ }; do
+  case ",$CASES," in *",$one,"*) ;; *) echo "unknown case: $one (cases: $CASES)" >&2; exit 2 ;; esac
+done
+NCHAN_WANTED=0
+for one in idle fanout5k fanout10k channels1k storm; do
+  if wanted "$one"; then NCHAN_WANTED=1; fi
+done
+
+if [ "$NCHAN_WANTED" = 1 ] && { ! command -v nginx >/dev/null || [ ! -f "$NCHAN_MODULE" ]; }; then
   echo "nginx with the Nchan module is missing; install it with:" >&2
   echo "  apt-get install -y nginx libnginx-mod-nchan" >&2
   exit 2
@@ -45,22 +59,37 @@ rm -f "$OUT"/*.json
 WORK="$(mktemp -d /tmp/ssehub-compare.XXXXXX)"
 COMMANDS="$WORK/commands.sh"
 SERVER_PID=""
+CLUSTER_PIDS=() # redis-server first, then the nodes
 REPORTS=()
+SKIPPED=()
+NCHAN_RAN=0
+CLUSTER_RAN=0
 
-stop_server() {
-  if [ -n "$SERVER_PID" ] && kill -0 "$SERVER_PID" 2>/dev/null; then
-    kill -TERM "$SERVER_PID" 2>/dev/null || true
+# stop_pid PID: SIGTERM, up to 10 s to exit, then SIGKILL.
+stop_pid() {
+  if [ -n "$1" ] && kill -0 "$1" 2>/dev/null; then
+    kill -TERM "$1" 2>/dev/null || true
     for _ in $(seq 1 100); do
-      kill -0 "$SERVER_PID" 2>/dev/null || break
+      kill -0 "$1" 2>/dev/null || break
       sleep 0.1
     done
-    kill -KILL "$SERVER_PID" 2>/dev/null || true
-    wait "$SERVER_PID" 2>/dev/null || true
+    kill -KILL "$1" 2>/dev/null || true
+    wait "$1" 2>/dev/null || true
   fi
+}
+stop_server() {
+  stop_pid "$SERVER_PID"
   SERVER_PID=""
+}
+# The nodes first, Redis last.
+stop_cluster() {
+  local i
+  for ((i = ${#CLUSTER_PIDS[@]} - 1; i >= 0; i--)); do stop_pid "${CLUSTER_PIDS[$i]}"; done
+  CLUSTER_PIDS=()
 }
 cleanup() {
   stop_server
+  stop_cluster
   if [ "${KEEP_WORK:-0}" = 1 ]; then echo "work dir kept: $WORK"; else rm -rf "$WORK"; fi
 }
 trap cleanup EXIT
@@ -72,6 +101,26 @@ wait_port() {
   done
   echo "server on port $1 did not start" >&2
   return 1
+}
+
+wait_redis() {
+  for _ in $(seq 1 100); do
+    if command -v redis-cli >/dev/null; then
+      if [ "$(redis-cli -h 127.0.0.1 -p "$1" ping 2>/dev/null)" = PONG ]; then return 0; fi
+    elif (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then
+      return 0
+    fi
+    sleep 0.1
+  done
+  echo "redis-server on port $1 did not start" >&2
+  return 1
+}
+
+# record [--bg] CMD...: appends the command, quoted, to the commands file (paths relative).
+record() {
+  local bg=""
+  if [ "$1" = --bg ]; then bg=" &"; shift; fi
+  { printf '%q ' "$@" | sed -e "s|$PWD/||g" -e 's/ $//'; echo "$bg"; } >>"$COMMANDS"
 }
 
 # start_server ssehub|nchan: sets PORT, SERVER_PID, SUB_URL, PUB_URL
@@ -112,8 +161,7 @@ run_case() {
     echo "== $case on $server"
     local cmd=("$LT" "$scenario" --label "$server" --sub-url "$SUB_URL" --pub-url "$PUB_URL"
       --server-pid "$SERVER_PID" --threads "$THREADS" --json "$OUT/${case}__${server}.json" "$@")
-    printf '%q ' "${cmd[@]}" | sed "s|$PWD/||g" >>"$COMMANDS"
-    echo >>"$COMMANDS"
+    record "${cmd[@]}"
     # Exit code 3 means "measured, but not exact": the table shows it.
     if "${cmd[@]}" || [ $? -eq 3 ]; then
       REPORTS+=("$OUT/${case}__${server}.json")
@@ -123,9 +171,57 @@ run_case() {
     stop_server
     echo >>"$COMMANDS"
   done
+  NCHAN_RAN=1
 }
 
-wanted() { case ",$ONLY," in *",$1,"*) return 0 ;; *) return 1 ;; esac; }
+# run_cluster CASE ARGS...: one redis-server and CLUSTER_NODES ssehub nodes sharing it, the tool's
+# cluster scenario with subscribers round-robin over the nodes and channel c published through
+# node c % CLUSTER_NODES; server pids = every node and Redis, so CPU is reported per process.
+# ssehub only: Nchan has no equivalent here.
+run_cluster() {
+  local case="$1"
+  shift
+  if ! command -v redis-server >/dev/null; then
+    echo "== $case skipped: redis-server is missing; install it with: apt-get install -y redis-server" >&2
+    SKIPPED+=("$case (redis-server missing: apt-get install -y redis-server)")
+    return 0
+  fi
+  local redis_port
+  redis_port="$("$LT" free-port)"
+  local redis=(redis-server --port "$redis_port" --bind 127.0.0.1 --save '' --appendonly no)
+  record --bg "${redis[@]}"
+  "${redis[@]}" >"$WORK/redis.log" 2>&1 &
+  local redis_pid=$!
+  CLUSTER_PIDS+=("$redis_pid")
+  echo "# redis-server: pid $redis_pid, port $redis_port" >>"$COMMANDS"
+  wait_redis "$redis_port"
+  local urls=() pids=() k port
+  for ((k = 1; k <= CLUSTER_NODES; k++)); do
+    port="$("$LT" free-port)"
+    local node=("$HUB" --listen "127.0.0.1:$port" --redis-url "redis://127.0.0.1:$redis_port"
+      --max-connections 19000 --history-size 1000)
+    record --bg "${node[@]}"
+    "${node[@]}" >"$WORK/node$k.log" 2>&1 &
+    CLUSTER_PIDS+=("$!")
+    pids+=("$!")
+    echo "# node $k: pid $!, port $port" >>"$COMMANDS"
+    wait_port "$port"
+    urls+=(--sub-url "http://127.0.0.1:$port/events/{channel}" --pub-url "http://127.0.0.1:$port/publish/{channel}")
+  done
+  echo "== $case on $CLUSTER_NODES ssehub nodes + redis-server"
+  local cmd=("$LT" cluster --label ssehub "${urls[@]}"
+    --server-pid "$(IFS=,; echo "${pids[*]},$redis_pid")" --threads "$THREADS"
+    --json "$OUT/${case}__ssehub.json" "$@")
+  record "${cmd[@]}"
+  if "${cmd[@]}" || [ $? -eq 3 ]; then
+    REPORTS+=("$OUT/${case}__ssehub.json")
+  else
+    echo "(the tool failed on $case: no report)" >&2
+  fi
+  stop_cluster
+  echo >>"$COMMANDS"
+  CLUSTER_RAN=1
+}
 
 {
   echo "# ulimit -n: $(ulimit -n); THREADS=$THREADS; scale $SCALE"
@@ -152,7 +248,29 @@ if wanted storm; then
   n=$(scaled 5000); c=$(scaled 50)
   run_case "replay-storm-${n}x100" replay-storm -n "$n" -c "$c" -k 100
 fi
+if wanted cluster; then
+  # Issue 4, target 5: Redis mode, 3 nodes + 1 Redis, 1 000 events/s, per-node CPU.
+  n=$(scaled 300 30); m=$(scaled 10000 1000)
+  run_cluster "cluster-${CLUSTER_NODES}nodes+redis-${n}x10-1000eps" -n "$n" -c 10 -r 1000 -m "$m"
+fi
 
-NOTE="ssehub $(git rev-parse --short HEAD 2>/dev/null || echo '?') vs Nchan ($(dpkg-query -W -f='${Version}' libnginx-mod-nchan 2>/dev/null || echo '?'), nginx $(nginx -v 2>&1 | sed 's|.*/||')), 2 nginx workers, ${THREADS} tool subscriber thread(s) + 1 publisher thread, 100-byte payloads, scale $SCALE. Each case runs on freshly started servers, one server at a time."
+for skipped in "${SKIPPED[@]}"; do echo "skipped: $skipped" >&2; done
+if [ ${#REPORTS[@]} -eq 0 ]; then
+  echo "== nothing was measured: no report written" >&2
+  rmdir "$OUT" 2>/dev/null || true
+  exit 0
+fi
+
+HUB_VERSION="ssehub $(git rev-parse --short HEAD 2>/dev/null || echo '?')"
+if [ "$NCHAN_RAN" = 1 ]; then
+  NOTE="$HUB_VERSION vs Nchan ($(dpkg-query -W -f='${Version}' libnginx-mod-nchan 2>/dev/null || echo '?'), nginx $(nginx -v 2>&1 | sed 's|.*/||')), 2 nginx workers, ${THREADS} tool subscriber thread(s) + 1 publisher thread, 100-byte payloads, scale $SCALE. Each case runs on freshly started servers, one server at a time."
+else
+  NOTE="$HUB_VERSION, ${THREADS} tool subscriber thread(s) + 1 publisher thread, 100-byte payloads, scale $SCALE."
+fi
+if [ "$CLUSTER_RAN" = 1 ]; then
+  NOTE="$NOTE
+
+The cluster case runs on ssehub only (Nchan has no multi-node mode here, so there is no Nchan row): $CLUSTER_NODES ssehub nodes in Redis mode (\`--redis-url\`, \`--max-connections 19000\`) sharing one $(redis-server --version | sed -e 's/ sha=.*//' -e 's/Redis server v=/redis-server /') (\`--save '' --appendonly no\`), all on this machine with the tool. Subscribers are spread round-robin over the nodes and channel c is published through node c % $CLUSTER_NODES, so two thirds of each channel's subscribers read it on another node than the one it was published through. Its server CPU is every node plus Redis (per process below the table). Its latency runs from the scheduled send, before the publish request, to arrival: an upper bound of accept→deliver."
+fi
 "$LT" report --name "$NAME" --out-dir loadtest/results --commands "$COMMANDS" --note "$NOTE" "${REPORTS[@]}"
 echo "== done: loadtest/results/$NAME.md"

@@ -135,15 +135,15 @@ impl EventStream {
         let (mut reader, mut writer) = self.stream.split();
         let mut probe = [0u8; 16];
         loop {
+            // An evicted subscription ends by itself; its connection is cut as well.
             let frame = tokio::select! {
                 biased;
-                _ = cut.wait() => return,
+                frame = self.subscription.frame() => frame,
                 read = reader.read(&mut probe) => match read {
                     // The client left; anything it sends is ignored.
                     Ok(0) | Err(_) => return,
                     Ok(_) => continue,
                 },
-                frame = self.subscription.frame() => frame,
             };
             match frame {
                 None => break,
@@ -157,18 +157,27 @@ impl EventStream {
                 }
             }
         }
-        if write(&mut writer, b"0\r\n\r\n", cut).await {
+        if !cut.is_cut() && write(&mut writer, b"0\r\n\r\n", cut).await {
             let _ = writer.shutdown().await;
         }
     }
 }
 
-/// Writes all of `bytes` unless the connection is cut first; `false` when it was not written.
+/// Writes all of `bytes`: at once when the socket takes them (the usual case), else waiting
+/// for it unless the connection is cut first. `false` when they were not written.
 async fn write(writer: &mut WriteHalf<'_>, bytes: &[u8], cut: &Cut) -> bool {
+    let written = match writer.try_write(bytes) {
+        Ok(n) => n,
+        Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => 0,
+        Err(_) => return false,
+    };
+    if written == bytes.len() {
+        return true;
+    }
     tokio::select! {
         biased;
         _ = cut.wait() => false,
-        written = writer.write_all(bytes) => written.is_ok(),
+        result = writer.write_all(&bytes[written..]) => result.is_ok(),
     }
 }
 
@@ -203,9 +212,51 @@ fn encode_head(parts: &Parts, length: Option<usize>) -> BytesMut {
 
 /// One HTTP/1.1 chunk holding `data`.
 fn chunk(data: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(data.len() + 12);
-    out.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
+    let mut size = [0u8; 16];
+    let mut start = size.len();
+    let mut rest = data.len();
+    loop {
+        start -= 1;
+        size[start] = b"0123456789abcdef"[rest % 16];
+        rest /= 16;
+        if rest == 0 {
+            break;
+        }
+    }
+    let mut out = Vec::with_capacity(size.len() - start + data.len() + 4);
+    out.extend_from_slice(&size[start..]);
+    out.extend_from_slice(b"\r\n");
     out.extend_from_slice(data);
     out.extend_from_slice(b"\r\n");
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunks_carry_their_size_in_hex() {
+        assert_eq!(chunk(b"hello"), b"5\r\nhello\r\n");
+        let big = vec![b'x'; 0x1a2b];
+        assert!(chunk(&big).starts_with(b"1a2b\r\nxx"));
+        assert_eq!(chunk(&big).len(), 4 + 2 + 0x1a2b + 2);
+    }
+
+    #[test]
+    fn only_http11_get_events_without_a_body_is_taken() {
+        let take = |head: &str| event_stream_request(head.as_bytes()).is_some();
+        assert!(take("GET /events/a HTTP/1.1\r\nHost: x\r\n\r\n"));
+        assert!(take("GET /events?channel=a HTTP/1.1\r\n\r\n"));
+        assert!(!take("GET /events/a HTTP/1.0\r\n\r\n"));
+        assert!(!take("POST /events/a HTTP/1.1\r\n\r\n"));
+        assert!(!take("GET /eventsx HTTP/1.1\r\n\r\n"));
+        assert!(!take("GET /metrics HTTP/1.1\r\n\r\n"));
+        assert!(!take("GET /events/a HTTP/1.1\r\nContent-Length: 3\r\n\r\n"));
+        assert!(!take(
+            "GET /events/a HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+        ));
+        assert!(!take("GET /events/a HTTP/1.1\r\nHost: x\r\n"));
+        assert!(!take("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"));
+    }
 }

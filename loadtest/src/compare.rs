@@ -186,9 +186,11 @@ fn markdown(name: &str, note: &str, cases: &[Case], commands: &str, svg: &Path) 
         out,
         "\nLatency is one-way, from the *scheduled* send time in each payload to arrival \
          (coordinated omission corrected). Server CPU and RSS cover all server processes \
-         (nginx master and workers). \"exact\" means every subscriber got every event of its \
-         channel once and in order.\n"
+         (nginx master and workers; for a cluster case every node and Redis). \"exact\" means \
+         every subscriber got every event of its channel once and in order.\n"
     );
+    per_process(&mut out, cases);
+    per_node(&mut out, cases);
     let errors: Vec<String> = cases
         .iter()
         .flat_map(|c| {
@@ -209,6 +211,90 @@ fn markdown(name: &str, note: &str, cases: &[Case], commands: &str, svg: &Path) 
         let _ = writeln!(out, "## Commands\n\n```sh\n{}\n```", commands.trim_end());
     }
     out
+}
+
+/// CPU and RSS of each server process, for runs with several (cluster nodes and Redis, nginx
+/// master and workers): the table above only has their sum.
+fn per_process(out: &mut String, cases: &[Case]) {
+    let rows: Vec<(&str, &Report)> = cases
+        .iter()
+        .flat_map(|c| c.reports.iter().map(move |r| (c.name.as_str(), r)))
+        .filter(|(_, r)| r.server.as_ref().is_some_and(|s| s.processes.len() > 1))
+        .collect();
+    if rows.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "### Server CPU per process\n\nEach server process's CPU in the measurement window (its \
+         share of the \"server CPU s\" column) and its RSS at the end; cores = CPU s / window.\n"
+    );
+    let _ = writeln!(
+        out,
+        "| case | server | process | pid | CPU s | cores | share | RSS KiB |\n|---|---|---|---|---|---|---|---|"
+    );
+    for (case, r) in rows {
+        let Some(server) = &r.server else { continue };
+        // Every process was measured over the same window as the total.
+        let window_s = (server.cores > 0.0).then(|| server.cpu_s / server.cores);
+        for p in &server.processes {
+            let _ = writeln!(
+                out,
+                "| {case} | {} | {} | {} | {:.2} | {} | {} | {} |",
+                r.label,
+                p.comm,
+                p.pid,
+                p.cpu_s,
+                optional(window_s.map(|w| p.cpu_s / w), 2),
+                if server.cpu_s > 0.0 {
+                    format!("{:.0} %", 100.0 * p.cpu_s / server.cpu_s)
+                } else {
+                    "–".into()
+                },
+                p.rss_kib
+            );
+        }
+    }
+    out.push('\n');
+}
+
+/// Latency per subscriber URL, for runs spread over several nodes.
+fn per_node(out: &mut String, cases: &[Case]) {
+    let rows: Vec<(&str, &Report)> = cases
+        .iter()
+        .flat_map(|c| c.reports.iter().map(move |r| (c.name.as_str(), r)))
+        .filter(|(_, r)| r.per_target.len() > 1)
+        .collect();
+    if rows.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "### Latency per node\n\nThe same latency, split by the URL the subscribers read from.\n"
+    );
+    let _ = writeln!(
+        out,
+        "| case | server | subscriber URL | subs | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms |\n\
+         |---|---|---|---|---|---|---|---|---|"
+    );
+    for (case, r) in rows {
+        for t in &r.per_target {
+            let l = &t.latency;
+            let _ = writeln!(
+                out,
+                "| {case} | {} | `{}` | {} | {} | {} | {} | {} | {} |",
+                r.label,
+                t.url,
+                t.subscribers,
+                ms(l.p50_ms),
+                ms(l.p90_ms),
+                ms(l.p99_ms),
+                ms(l.p999_ms),
+                ms(l.max_ms)
+            );
+        }
+    }
+    out.push('\n');
 }
 
 const COLORS: [RGBColor; 4] = [
@@ -396,8 +482,73 @@ mod tests {
         let md = fs::read_to_string(dir.join("test.md")).expect("markdown");
         assert!(md.contains("| fanout-10x1 | ssehub |"), "{md}");
         assert!(md.contains("| fanout-10x1 | nchan |"), "{md}");
+        assert!(!md.contains("Server CPU per process"), "{md}");
         let svg = fs::read_to_string(dir.join("test.svg")).expect("svg");
         assert!(svg.starts_with("<svg"), "{}", &svg[..100.min(svg.len())]);
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn cluster_report_lists_every_process_and_node() {
+        use crate::report::{ProcessReport, ServerReport, TargetReport};
+        let dir = std::env::temp_dir().join(format!("lt-cluster-{}", std::process::id()));
+        fs::create_dir_all(&dir).expect("temp dir");
+        let mut cluster = report("ssehub", 0.5, 10.0);
+        cluster.scenario = "cluster".into();
+        let process = |pid, comm: &str, cpu_s| ProcessReport {
+            pid,
+            comm: comm.into(),
+            cpu_s,
+            rss_kib: 9000,
+        };
+        cluster.server = Some(ServerReport {
+            cpu_s: 4.0,
+            cores: 0.4,
+            processes: vec![
+                process(10, "redis-server", 1.0),
+                process(11, "ssehub", 1.0),
+                process(12, "ssehub", 1.2),
+                process(13, "ssehub", 0.8),
+            ],
+            ..ServerReport::default()
+        });
+        cluster.per_target = (1..=3)
+            .map(|n| TargetReport {
+                url: format!("http://127.0.0.1:800{n}/events/{{channel}}"),
+                subscribers: 100,
+                latency: cluster.latency.clone(),
+            })
+            .collect();
+        let path = dir.join("cluster-3nodes__ssehub.json");
+        cluster.write_json(&path).expect("json");
+        let args = ReportArgs {
+            name: "cluster".into(),
+            out_dir: dir.clone(),
+            commands: None,
+            note: String::new(),
+            reports: vec![path],
+        };
+        write(&args).expect("report written");
+        let md = fs::read_to_string(dir.join("cluster.md")).expect("markdown");
+        assert_eq!(
+            md.matches("| cluster-3nodes | ssehub | 10 × 1 |").count(),
+            1,
+            "{md}"
+        );
+        assert!(
+            md.contains(
+                "| cluster-3nodes | ssehub | redis-server | 10 | 1.00 | 0.10 | 25 % | 9000 |"
+            ),
+            "{md}"
+        );
+        assert!(
+            md.contains("| cluster-3nodes | ssehub | ssehub | 12 | 1.20 | 0.12 | 30 % | 9000 |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| `http://127.0.0.1:8003/events/{channel}` | 100 | 0.50 |"),
+            "{md}"
+        );
         let _ = fs::remove_dir_all(&dir);
     }
 }
