@@ -182,6 +182,7 @@ async fn route(
     None
 }
 
+/// Serves the connection with hyper (HTTP/1.1 or h2c), `head` first.
 async fn serve_with_hyper(
     app: Arc<App>,
     builder: Arc<auto::Builder<TokioExecutor>>,
