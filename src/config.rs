@@ -59,6 +59,16 @@ pub struct Config {
     pub max_concurrent_streams: u32,
     /// Origins allowed by CORS (exact match; `*` allows any origin without credentials).
     pub cors_origins: Vec<String>,
+    /// Key checking both publishers' and subscribers' tokens (see `auth`).
+    pub jwt_key: Option<KeySpec>,
+    /// Key checking publishers' tokens (overrides `jwt_key` for them).
+    pub publisher_jwt_key: Option<KeySpec>,
+    /// Key checking subscribers' tokens (overrides `jwt_key` for them).
+    pub subscriber_jwt_key: Option<KeySpec>,
+    /// Cookie that may carry a token.
+    pub jwt_cookie: String,
+    /// Channel patterns anyone may read without a token.
+    pub public_channels: Vec<String>,
     /// Log output format.
     pub log_format: LogFormat,
 }
@@ -90,7 +100,27 @@ impl Default for Config {
             shutdown_timeout: Duration::from_secs(10),
             max_concurrent_streams: 256,
             cors_origins: Vec::new(),
+            jwt_key: None,
+            publisher_jwt_key: None,
+            subscriber_jwt_key: None,
+            jwt_cookie: "ssehub_token".into(),
+            public_channels: Vec::new(),
             log_format: LogFormat::Text,
+        }
+    }
+}
+
+/// A token key as given: an HS256 secret, or `file:PATH`. Its `Debug` hides secrets, so
+/// `check-config` and logs never print them.
+#[derive(Clone, PartialEq, Eq)]
+pub struct KeySpec(pub String);
+
+impl std::fmt::Debug for KeySpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.0.starts_with("file:") {
+            write!(f, "{:?}", self.0)
+        } else {
+            f.write_str("\"<secret>\"")
         }
     }
 }
@@ -144,6 +174,22 @@ pub struct Cli {
 pub enum Command {
     /// Print the effective configuration and exit.
     CheckConfig,
+    /// Mint a token for publishers and subscribers and print it.
+    Token {
+        /// Signing key: an HS256 secret, or `file:PATH` to an RSA (RS256) or EC (ES256)
+        /// private key in PEM.
+        #[arg(long, env = "SSEHUB_TOKEN_KEY")]
+        key: String,
+        /// Channel patterns the token may publish to (repeat or comma-separate).
+        #[arg(long, value_delimiter = ',')]
+        publish: Vec<String>,
+        /// Channel patterns the token may subscribe to (repeat or comma-separate).
+        #[arg(long, value_delimiter = ',')]
+        subscribe: Vec<String>,
+        /// Lifetime, e.g. 1h, 30m.
+        #[arg(long, default_value = "1h")]
+        ttl: String,
+    },
 }
 
 /// Settings as given by flags, environment or file; `None` means "not given here".
@@ -226,6 +272,27 @@ pub struct Settings {
     /// Origins allowed by CORS, comma separated; `*` allows any origin without credentials.
     #[arg(long, global = true, env = "SSEHUB_CORS_ORIGIN", value_delimiter = ',')]
     pub cors_origin: Option<Vec<String>>,
+    /// Key for publishers' and subscribers' tokens: an HS256 secret (32+ bytes) or
+    /// `file:PATH` to an RSA/EC public key in PEM [default: none, open hub].
+    #[arg(long, global = true, env = "SSEHUB_JWT_KEY")]
+    pub jwt_key: Option<String>,
+    /// Key for publishers' tokens, overriding --jwt-key for them.
+    #[arg(long, global = true, env = "SSEHUB_PUBLISHER_JWT_KEY")]
+    pub publisher_jwt_key: Option<String>,
+    /// Key for subscribers' tokens, overriding --jwt-key for them.
+    #[arg(long, global = true, env = "SSEHUB_SUBSCRIBER_JWT_KEY")]
+    pub subscriber_jwt_key: Option<String>,
+    /// Cookie that may carry a token [default: ssehub_token].
+    #[arg(long, global = true, env = "SSEHUB_JWT_COOKIE")]
+    pub jwt_cookie: Option<String>,
+    /// Channel patterns anyone may read without a token, comma separated (`news/*,status`).
+    #[arg(
+        long,
+        global = true,
+        env = "SSEHUB_PUBLIC_CHANNELS",
+        value_delimiter = ','
+    )]
+    pub public_channels: Option<Vec<String>>,
     /// Log format [default: text].
     #[arg(long, global = true, env = "SSEHUB_LOG_FORMAT", value_enum)]
     pub log_format: Option<LogFormat>,
@@ -280,6 +347,11 @@ impl Settings {
             shutdown_timeout: self.shutdown_timeout.or(lower.shutdown_timeout),
             max_concurrent_streams: self.max_concurrent_streams.or(lower.max_concurrent_streams),
             cors_origin: self.cors_origin.or(lower.cors_origin),
+            jwt_key: self.jwt_key.or(lower.jwt_key),
+            publisher_jwt_key: self.publisher_jwt_key.or(lower.publisher_jwt_key),
+            subscriber_jwt_key: self.subscriber_jwt_key.or(lower.subscriber_jwt_key),
+            jwt_cookie: self.jwt_cookie.or(lower.jwt_cookie),
+            public_channels: self.public_channels.or(lower.public_channels),
             log_format: self.log_format.or(lower.log_format),
         }
     }
@@ -327,6 +399,17 @@ impl Settings {
                 .max_concurrent_streams
                 .unwrap_or(d.max_concurrent_streams),
             cors_origins: self.cors_origin.unwrap_or_default(),
+            jwt_key: self.jwt_key.map(KeySpec),
+            publisher_jwt_key: self.publisher_jwt_key.map(KeySpec),
+            subscriber_jwt_key: self.subscriber_jwt_key.map(KeySpec),
+            jwt_cookie: self.jwt_cookie.unwrap_or(d.jwt_cookie),
+            public_channels: self
+                .public_channels
+                .unwrap_or_default()
+                .into_iter()
+                .map(|p| p.trim().to_owned())
+                .filter(|p| !p.is_empty())
+                .collect(),
             log_format: self.log_format.unwrap_or(d.log_format),
         };
         config.validate()?;
@@ -401,6 +484,24 @@ impl Config {
         }
         if self.redis_timeout < Duration::from_millis(10) {
             return invalid("redis-timeout", "must be at least 10ms");
+        }
+        let pattern_ok = |p: &String| {
+            let name = p.strip_suffix("/*").unwrap_or(p);
+            p == "*" || crate::names::check_channel(name).is_ok()
+        };
+        if !self.public_channels.iter().all(pattern_ok) {
+            return invalid(
+                "public-channels",
+                "each pattern must be a channel name, `prefix/*` or `*`",
+            );
+        }
+        if self.jwt_cookie.is_empty()
+            || !self
+                .jwt_cookie
+                .bytes()
+                .all(|b| b.is_ascii_graphic() && b != b'=' && b != b';')
+        {
+            return invalid("jwt-cookie", "must be a cookie name");
         }
         if self.cors_origins.iter().any(|o| o.trim().is_empty()) {
             return invalid("cors-origin", "origins must not be empty");

@@ -4,9 +4,10 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::Full;
-use hyper::header::{HeaderValue, ALLOW, CONTENT_TYPE, RETRY_AFTER};
+use hyper::header::{HeaderValue, ALLOW, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
 use hyper::{Response, StatusCode};
 
+use crate::auth::AuthError;
 use crate::hub::{PublishError, SubscribeError};
 
 /// Why a request was refused. Nothing was published for a refused publish.
@@ -31,6 +32,8 @@ pub enum ApiError {
     #[error("origin {0:?} is not allowed")]
     OriginNotAllowed(String),
     #[error(transparent)]
+    Auth(#[from] AuthError),
+    #[error(transparent)]
     Publish(#[from] PublishError),
     #[error(transparent)]
     Subscribe(#[from] SubscribeError),
@@ -48,6 +51,8 @@ impl ApiError {
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::OriginNotAllowed(_) => StatusCode::FORBIDDEN,
+            ApiError::Auth(err) if err.is_forbidden() => StatusCode::FORBIDDEN,
+            ApiError::Auth(_) => StatusCode::UNAUTHORIZED,
             ApiError::Publish(PublishError::Closed(_)) => StatusCode::CONFLICT,
             ApiError::Publish(
                 PublishError::RegistryFull(_)
@@ -65,6 +70,9 @@ impl ApiError {
         let headers = response.headers_mut();
         if let ApiError::MethodNotAllowed { allow, .. } = &self {
             headers.insert(ALLOW, HeaderValue::from_static(allow));
+        }
+        if status == StatusCode::UNAUTHORIZED {
+            headers.insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
         if status == StatusCode::SERVICE_UNAVAILABLE {
             headers.insert(RETRY_AFTER, HeaderValue::from_static("1"));

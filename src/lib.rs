@@ -1,6 +1,7 @@
 //! ssehub: a Server-Sent Events fan-out hub. Publishers POST events; subscribers read them in
 //! order over `text/event-stream`, resume with `Last-Event-ID`, and slow ones are evicted.
 
+pub mod auth;
 pub mod broker;
 pub mod config;
 pub mod connection;

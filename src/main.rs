@@ -3,12 +3,22 @@
 use std::process::ExitCode;
 
 use clap::Parser;
+use ssehub::auth::Permissions;
 use ssehub::config::{Cli, Command, Config, LogFormat};
 use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(Command::Token {
+        key,
+        publish,
+        subscribe,
+        ttl,
+    }) = &cli.command
+    {
+        return mint_token(key, publish, subscribe, ttl);
+    }
     let config = match cli.settings.into_config() {
         Ok(config) => config,
         Err(err) => {
@@ -40,6 +50,31 @@ async fn main() -> ExitCode {
         Err(err) => {
             tracing::error!(error = %err, "ssehub failed");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// `ssehub token`: prints a token for the given channel patterns.
+fn mint_token(key: &str, publish: &[String], subscribe: &[String], ttl: &str) -> ExitCode {
+    let lifetime = match humantime::parse_duration(ttl) {
+        Ok(lifetime) => lifetime,
+        Err(err) => {
+            eprintln!("ssehub token: invalid --ttl {ttl:?}: {err}");
+            return ExitCode::from(2);
+        }
+    };
+    let permissions = Permissions {
+        publish: publish.to_vec(),
+        subscribe: subscribe.to_vec(),
+    };
+    match ssehub::auth::mint(key, permissions, lifetime) {
+        Ok(token) => {
+            println!("{token}");
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            eprintln!("ssehub token: {err}");
+            ExitCode::from(2)
         }
     }
 }

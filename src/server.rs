@@ -15,6 +15,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::auth::Auth;
 use crate::broker::{Broker, MemoryBroker, RedisBroker};
 use crate::config::Config;
 use crate::connection::Cut;
@@ -31,6 +32,8 @@ pub enum ServerError {
     Config(#[from] crate::config::ConfigError),
     #[error(transparent)]
     Broker(#[from] crate::broker::BrokerError),
+    #[error("invalid token key: {0}")]
+    Key(#[from] crate::auth::KeyError),
 }
 
 /// Answer for a connection over `max-connections`, written without parsing its request.
@@ -57,8 +60,16 @@ pub async fn run(
             hub
         }
     };
+    let auth = Auth::from_config(&config)?;
+    if auth.is_open() {
+        tracing::warn!(
+            listen = %config.listen,
+            "no JWT key configured: anyone who reaches this address may publish and subscribe"
+        );
+    }
     let app = Arc::new(App {
         hub: hub.clone(),
+        auth,
         metrics: metrics.clone(),
         cors: Cors::new(&config.cors_origins),
         config: config.clone(),

@@ -12,6 +12,7 @@ use bytes::Bytes;
 use http_body_util::{Either, Full};
 use hyper::{Method, Request, Response};
 
+use crate::auth::Auth;
 use crate::config::Config;
 use crate::connection::Cut;
 use crate::error::ApiError;
@@ -41,6 +42,7 @@ pub struct ConnectionHandle(pub Cut);
 /// What request handlers share.
 pub struct App {
     pub hub: Arc<Hub>,
+    pub auth: Auth,
     pub metrics: Arc<Metrics>,
     pub config: Config,
     pub cors: Cors,

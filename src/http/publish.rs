@@ -63,6 +63,8 @@ pub async fn handle<B: RequestBody>(
         None => Some(body_kind(&request)?),
     };
     let query = request.uri().query().unwrap_or("").to_owned();
+    // Checked before the body is read: an unauthenticated client does not get to upload.
+    let grant = app.auth.publisher(request.headers(), &query)?;
     let body = read_body(app, request).await?;
     let (drafts, single) = match (channel_path, kind) {
         (Some(path), _) => (vec![raw_draft(path, &query, &body)?], true),
@@ -81,6 +83,9 @@ pub async fn handle<B: RequestBody>(
     }
     if publications.is_empty() {
         return Err(ApiError::BadRequest("no events to publish".into()));
+    }
+    for publication in &publications {
+        grant.check(&publication.channel)?;
     }
     if publications.len() > app.config.max_batch {
         return Err(ApiError::BadRequest(format!(

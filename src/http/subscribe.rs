@@ -57,9 +57,13 @@ pub async fn handle<B>(
         .extensions()
         .get::<ConnectionHandle>()
         .map_or_else(Cut::new, |handle| handle.0.clone());
+    let query = request.uri().query().unwrap_or("");
+    let valid_for = app
+        .auth
+        .check_subscribe(request.headers(), query, &channels)?;
     let opened = app
         .hub
-        .subscribe(&channels, cursor.as_deref(), connection)
+        .subscribe(&channels, cursor.as_deref(), connection, valid_for)
         .await?;
     match opened {
         Opened::Finished => {

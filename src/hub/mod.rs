@@ -268,17 +268,19 @@ impl Hub {
         });
     }
 
-    /// Opens a stream over `channels` resuming after `cursor` (a `Last-Event-ID`).
+    /// Opens a stream over `channels` resuming after `cursor` (a `Last-Event-ID`), ending
+    /// cleanly after `valid_for` (the subscriber's token expires then).
     pub async fn subscribe(
         self: &Arc<Self>,
         channels: &[String],
         cursor: Option<&str>,
         connection: Cut,
+        valid_for: Option<Duration>,
     ) -> Result<Opened, SubscribeError> {
         if self.is_shutting_down() {
             return Err(SubscribeError::ShuttingDown);
         }
-        let mut subscription = Subscription::register(self, channels, connection)?;
+        let mut subscription = Subscription::register(self, channels, connection, valid_for)?;
         for channel in subscription.channels() {
             self.broker.sync(channel).await?;
         }

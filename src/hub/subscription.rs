@@ -8,6 +8,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering::Relaxed};
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use atomic_waker::AtomicWaker;
 use bytes::{BufMut, Bytes, BytesMut};
@@ -42,11 +43,13 @@ pub struct Waiter {
     last_write: AtomicU64,
     /// Per channel of the subscription: the seq lag is measured from.
     lag_floor: Box<[AtomicU64]>,
+    /// Clock ms when the subscriber's token expires and the stream ends; 0: never.
+    expires_ms: u64,
     connection: Cut,
 }
 
 impl Waiter {
-    fn new(id: u64, channels: usize, connection: Cut, now_ms: u64) -> Waiter {
+    fn new(id: u64, channels: usize, connection: Cut, now_ms: u64, expires_ms: u64) -> Waiter {
         Waiter {
             id,
             waker: AtomicWaker::new(),
@@ -55,6 +58,7 @@ impl Waiter {
             pending_since: AtomicU64::new(0),
             last_write: AtomicU64::new(now_ms),
             lag_floor: (0..channels).map(|_| AtomicU64::new(0)).collect(),
+            expires_ms,
             connection,
         }
     }
@@ -77,7 +81,12 @@ impl Waiter {
 
     /// Housekeeping: evict when bytes have waited longer than `write_timeout_ms`; ask for a
     /// heartbeat when nothing was written for `heartbeat_ms`.
+    /// Also ends the stream once the subscriber's token expired.
     pub fn check(&self, now_ms: u64, heartbeat_ms: u64, write_timeout_ms: u64, metrics: &Metrics) {
+        if self.expires_ms != 0 && now_ms >= self.expires_ms {
+            self.signal(END, now_ms);
+            return;
+        }
         let pending = self.pending_since.load(Relaxed);
         if pending != 0 && now_ms.saturating_sub(pending - 1) >= write_timeout_ms {
             self.evict(EvictionReason::WriteTimeout, metrics);
@@ -190,12 +199,17 @@ impl Subscription {
         hub: &Arc<Hub>,
         names: &[String],
         connection: Cut,
+        valid_for: Option<Duration>,
     ) -> Result<Subscription, SubscribeError> {
+        let now_ms = hub.clock.now_ms();
+        let expires_ms =
+            valid_for.map_or(0, |d| now_ms.saturating_add(d.as_millis() as u64).max(1));
         let waiter = Arc::new(Waiter::new(
             hub.next_subscriber_id(),
             names.len(),
             connection,
-            hub.clock.now_ms(),
+            now_ms,
+            expires_ms,
         ));
         hub.metrics.subscribers.inc();
         let mut subscription = Subscription {
