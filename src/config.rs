@@ -69,6 +69,12 @@ pub struct Config {
     pub jwt_cookie: String,
     /// Channel patterns anyone may read without a token.
     pub public_channels: Vec<String>,
+    /// Open connections one IP address may hold (0: no limit).
+    pub max_connections_per_ip: usize,
+    /// Events per second one publisher (token, else IP) may publish (0: no limit).
+    pub publish_rate: u32,
+    /// Events a publisher may publish at once above the rate.
+    pub publish_burst: u32,
     /// Log output format.
     pub log_format: LogFormat,
 }
@@ -105,6 +111,9 @@ impl Default for Config {
             subscriber_jwt_key: None,
             jwt_cookie: "ssehub_token".into(),
             public_channels: Vec::new(),
+            max_connections_per_ip: 0,
+            publish_rate: 0,
+            publish_burst: 0,
             log_format: LogFormat::Text,
         }
     }
@@ -293,6 +302,16 @@ pub struct Settings {
         value_delimiter = ','
     )]
     pub public_channels: Option<Vec<String>>,
+    /// Open connections one IP address may hold; more get 429 [default: 0, no limit].
+    #[arg(long, global = true, env = "SSEHUB_MAX_CONNECTIONS_PER_IP")]
+    pub max_connections_per_ip: Option<usize>,
+    /// Events per second one publisher (bearer token, else IP) may publish; more get 429
+    /// [default: 0, no limit].
+    #[arg(long, global = true, env = "SSEHUB_PUBLISH_RATE")]
+    pub publish_rate: Option<u32>,
+    /// Events a publisher may send at once above the rate [default: the rate, at least 1].
+    #[arg(long, global = true, env = "SSEHUB_PUBLISH_BURST")]
+    pub publish_burst: Option<u32>,
     /// Log format [default: text].
     #[arg(long, global = true, env = "SSEHUB_LOG_FORMAT", value_enum)]
     pub log_format: Option<LogFormat>,
@@ -352,6 +371,9 @@ impl Settings {
             subscriber_jwt_key: self.subscriber_jwt_key.or(lower.subscriber_jwt_key),
             jwt_cookie: self.jwt_cookie.or(lower.jwt_cookie),
             public_channels: self.public_channels.or(lower.public_channels),
+            max_connections_per_ip: self.max_connections_per_ip.or(lower.max_connections_per_ip),
+            publish_rate: self.publish_rate.or(lower.publish_rate),
+            publish_burst: self.publish_burst.or(lower.publish_burst),
             log_format: self.log_format.or(lower.log_format),
         }
     }
@@ -410,6 +432,11 @@ impl Settings {
                 .map(|p| p.trim().to_owned())
                 .filter(|p| !p.is_empty())
                 .collect(),
+            max_connections_per_ip: self.max_connections_per_ip.unwrap_or(0),
+            publish_rate: self.publish_rate.unwrap_or(0),
+            publish_burst: self
+                .publish_burst
+                .unwrap_or_else(|| self.publish_rate.unwrap_or(0).max(1)),
             log_format: self.log_format.unwrap_or(d.log_format),
         };
         config.validate()?;

@@ -33,6 +33,8 @@ pub enum ApiError {
     OriginNotAllowed(String),
     #[error(transparent)]
     Auth(#[from] AuthError),
+    #[error("publishing too fast: retry in {}s", retry_after.as_secs().max(1))]
+    RateLimited { retry_after: Duration },
     #[error(transparent)]
     Publish(#[from] PublishError),
     #[error(transparent)]
@@ -53,6 +55,7 @@ impl ApiError {
             ApiError::OriginNotAllowed(_) => StatusCode::FORBIDDEN,
             ApiError::Auth(err) if err.is_forbidden() => StatusCode::FORBIDDEN,
             ApiError::Auth(_) => StatusCode::UNAUTHORIZED,
+            ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Publish(PublishError::Closed(_)) => StatusCode::CONFLICT,
             ApiError::Publish(
                 PublishError::RegistryFull(_)
@@ -73,6 +76,12 @@ impl ApiError {
         }
         if status == StatusCode::UNAUTHORIZED {
             headers.insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        if let ApiError::RateLimited { retry_after } = &self {
+            let seconds = retry_after.as_secs_f64().ceil().max(1.0) as u64;
+            if let Ok(value) = HeaderValue::from_str(&seconds.to_string()) {
+                headers.insert(RETRY_AFTER, value);
+            }
         }
         if status == StatusCode::SERVICE_UNAVAILABLE {
             headers.insert(RETRY_AFTER, HeaderValue::from_static("1"));

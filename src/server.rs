@@ -21,6 +21,7 @@ use crate::config::Config;
 use crate::connection::Cut;
 use crate::http::{self, cors::Cors, App, ConnectionHandle};
 use crate::hub::Hub;
+use crate::limits::{ConnectionsPerIp, PublishRate};
 use crate::metrics::Metrics;
 use crate::rewind::Rewind;
 use crate::stream_connection::{self, EventStream};
@@ -40,6 +41,11 @@ pub enum ServerError {
 const OVER_CAPACITY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\n\
 content-type: application/json\r\nretry-after: 1\r\nconnection: close\r\ncontent-length: 45\r\n\r\n\
 {\"error\":\"too many connections, retry later\"}";
+
+/// Answer for a connection over `max-connections-per-ip`.
+const TOO_MANY_FROM_ADDRESS: &[u8] = b"HTTP/1.1 429 Too Many Requests\r\n\
+content-type: application/json\r\nretry-after: 1\r\nconnection: close\r\ncontent-length: 50\r\n\r\n\
+{\"error\":\"too many connections from this address\"}";
 
 /// Serves the hub on `listener` until `shutdown` resolves, then drains: streams get a short
 /// randomized `retry:` and end, and connections get `shutdown-timeout` to finish.
@@ -70,6 +76,8 @@ pub async fn run(
     let app = Arc::new(App {
         hub: hub.clone(),
         auth,
+        publish_rate: (config.publish_rate > 0)
+            .then(|| PublishRate::new(config.publish_rate, config.publish_burst)),
         metrics: metrics.clone(),
         cors: Cors::new(&config.cors_origins),
         config: config.clone(),
@@ -89,13 +97,15 @@ pub async fn run(
     let builder = Arc::new(builder);
     let graceful = GracefulShutdown::new();
     let connections = TaskTracker::new();
+    let per_ip = (config.max_connections_per_ip > 0)
+        .then(|| ConnectionsPerIp::new(config.max_connections_per_ip));
     let mut shutdown = std::pin::pin!(shutdown);
 
     loop {
-        let stream = tokio::select! {
+        let (stream, peer) = tokio::select! {
             _ = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
+                Ok(accepted) => accepted,
                 Err(err) => {
                     // Out of file descriptors and the like: back off instead of spinning.
                     tracing::warn!(error = %err, "accept failed");
@@ -106,21 +116,37 @@ pub async fn run(
         };
         if metrics.connections.get() >= config.max_connections as i64 {
             metrics.connections_rejected.inc();
-            tokio::spawn(refuse(stream));
+            tokio::spawn(refuse(stream, OVER_CAPACITY));
             continue;
         }
+        let slot = match &per_ip {
+            None => None,
+            Some(per_ip) => match per_ip.admit(peer.ip()) {
+                Some(slot) => Some(slot),
+                None => {
+                    metrics.connections_rejected.inc();
+                    tokio::spawn(refuse(stream, TOO_MANY_FROM_ADDRESS));
+                    continue;
+                }
+            },
+        };
         let _ = stream.set_nodelay(true);
         let open = OpenConnection::new(&metrics);
+        let handle = ConnectionHandle {
+            cut: Cut::new(),
+            peer: peer.ip(),
+        };
         let connection = serve_connection(
             app.clone(),
             builder.clone(),
             graceful.watcher(),
             stream,
+            handle,
             config.header_read_timeout,
         );
         connections.spawn(async move {
             connection.await;
-            drop(open);
+            drop((open, slot));
         });
     }
 
@@ -153,10 +179,18 @@ async fn serve_connection(
     builder: Arc<auto::Builder<TokioExecutor>>,
     watcher: Watcher,
     stream: TcpStream,
+    handle: ConnectionHandle,
     header_read_timeout: Duration,
 ) {
     // Boxed and gone once the stream runs: only the stream's own state stays per subscriber.
-    let setup = Box::pin(route(app, builder, watcher, stream, header_read_timeout));
+    let setup = Box::pin(route(
+        app,
+        builder,
+        watcher,
+        stream,
+        handle,
+        header_read_timeout,
+    ));
     if let Some(events) = setup.await {
         events.run().await;
     }
@@ -169,16 +203,16 @@ async fn route(
     builder: Arc<auto::Builder<TokioExecutor>>,
     watcher: Watcher,
     mut stream: TcpStream,
+    handle: ConnectionHandle,
     header_read_timeout: Duration,
 ) -> Option<EventStream> {
-    let cut = Cut::new();
     let Some(head) = stream_connection::read_head(&mut stream, header_read_timeout).await else {
         tracing::debug!("no request within header-read-timeout");
         return None;
     };
     if let Some(request) = stream_connection::event_stream_request(&head) {
         drop(head);
-        return stream_connection::respond(app, stream, request, cut).await;
+        return stream_connection::respond(app, stream, request, handle).await;
     }
     serve_with_hyper(
         app,
@@ -186,7 +220,7 @@ async fn route(
         watcher,
         stream,
         head,
-        cut,
+        handle,
         header_read_timeout,
     )
     .await;
@@ -200,10 +234,10 @@ async fn serve_with_hyper(
     watcher: Watcher,
     stream: TcpStream,
     head: bytes::BytesMut,
-    cut: Cut,
+    handle: ConnectionHandle,
     header_read_timeout: Duration,
 ) {
-    let handle = ConnectionHandle(cut.clone());
+    let cut = handle.cut.clone();
     let served = Arc::new(AtomicBool::new(false));
     let first_request = served.clone();
     let service = service_fn(move |mut request| {
@@ -247,9 +281,9 @@ impl Drop for OpenConnection {
     }
 }
 
-async fn refuse(mut stream: TcpStream) {
+async fn refuse(mut stream: TcpStream, answer: &'static [u8]) {
     let write = async {
-        stream.write_all(OVER_CAPACITY).await?;
+        stream.write_all(answer).await?;
         stream.shutdown().await
     };
     if let Err(err) = tokio::time::timeout(Duration::from_secs(1), write)

@@ -82,11 +82,10 @@ pub async fn respond(
     app: Arc<App>,
     mut stream: TcpStream,
     mut request: Request<Empty<Bytes>>,
-    cut: Cut,
+    handle: ConnectionHandle,
 ) -> Option<EventStream> {
-    request
-        .extensions_mut()
-        .insert(ConnectionHandle(cut.clone()));
+    let cut = handle.cut.clone();
+    request.extensions_mut().insert(handle);
     let response = tokio::select! {
         response = http::handle(app, request) => response,
         _ = cut.wait() => return None,

@@ -17,6 +17,7 @@ use crate::config::Config;
 use crate::connection::Cut;
 use crate::error::ApiError;
 use crate::hub::{Hub, Subscription};
+use crate::limits::PublishRate;
 use crate::metrics::Metrics;
 use cors::Cors;
 
@@ -34,15 +35,20 @@ impl<B> RequestBody for B where
 /// Body of every answer: a whole JSON/text body, or an event stream.
 pub type ResponseBody = Either<Full<Bytes>, Subscription>;
 
-/// Cancels the connection a request arrived on; the server puts one in each request's
-/// extensions so a subscription can be cut even when hyper is not polling it.
+/// The connection a request arrived on, put in each request's extensions by the server: its
+/// peer address, and the handle that cuts it even when hyper is not polling a subscription.
 #[derive(Clone)]
-pub struct ConnectionHandle(pub Cut);
+pub struct ConnectionHandle {
+    pub cut: Cut,
+    pub peer: std::net::IpAddr,
+}
 
 /// What request handlers share.
 pub struct App {
     pub hub: Arc<Hub>,
     pub auth: Auth,
+    /// `None` unless `--publish-rate` is set.
+    pub publish_rate: Option<PublishRate>,
     pub metrics: Arc<Metrics>,
     pub config: Config,
     pub cors: Cors,

@@ -10,9 +10,10 @@ use hyper::{Request, Response, StatusCode};
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::{channel_from_path, form_pairs, App, RequestBody};
+use super::{channel_from_path, form_pairs, App, ConnectionHandle, RequestBody};
 use crate::error::{json_response, ApiError};
 use crate::hub::Publication;
+use crate::limits::client_key;
 use crate::names::{check_channels, check_event_name};
 use crate::sse::EventFields;
 
@@ -65,6 +66,10 @@ pub async fn handle<B: RequestBody>(
     let query = request.uri().query().unwrap_or("").to_owned();
     // Checked before the body is read: an unauthenticated client does not get to upload.
     let grant = app.auth.publisher(request.headers(), &query)?;
+    let client = request
+        .extensions()
+        .get::<ConnectionHandle>()
+        .map(|handle| client_key(request.headers(), handle.peer));
     let body = read_body(app, request).await?;
     let (drafts, single) = match (channel_path, kind) {
         (Some(path), _) => (vec![raw_draft(path, &query, &body)?], true),
@@ -86,6 +91,10 @@ pub async fn handle<B: RequestBody>(
     }
     for publication in &publications {
         grant.check(&publication.channel)?;
+    }
+    if let (Some(rate), Some(client)) = (&app.publish_rate, client) {
+        rate.take(client, publications.len(), Instant::now())
+            .map_err(|retry_after| ApiError::RateLimited { retry_after })?;
     }
     if publications.len() > app.config.max_batch {
         return Err(ApiError::BadRequest(format!(

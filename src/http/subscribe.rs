@@ -56,7 +56,7 @@ pub async fn handle<B>(
     let connection = request
         .extensions()
         .get::<ConnectionHandle>()
-        .map_or_else(Cut::new, |handle| handle.0.clone());
+        .map_or_else(Cut::new, |handle| handle.cut.clone());
     let query = request.uri().query().unwrap_or("");
     let valid_for = app
         .auth
