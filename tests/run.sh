@@ -9,6 +9,7 @@ type -P kill >/dev/null || missing+=(procps)
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 command -v cc >/dev/null 2>&1 || missing+=(gcc)
+command -v c++ >/dev/null 2>&1 || missing+=(g++)
 if [ "${#missing[@]}" -gt 0 ]; then
   echo "tests/run.sh: installing ${missing[*]}"
   sudo_cmd=()
@@ -18,5 +19,8 @@ if [ "${#missing[@]}" -gt 0 ]; then
 fi
 
 cargo fmt --all -- --check
+cargo fmt --manifest-path fuzz/Cargo.toml -- --check
 cargo clippy --workspace --all-targets -- -D warnings
+# The fuzz targets must keep building; fuzzing itself is `cargo +nightly fuzz run <target>`.
+cargo clippy --manifest-path fuzz/Cargo.toml -- -D warnings
 cargo test --workspace

@@ -11,6 +11,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::{channel_from_path, form_pairs, App, ConnectionHandle, RequestBody};
+use crate::config::Config;
 use crate::error::{json_response, ApiError};
 use crate::hub::Publication;
 use crate::limits::client_key;
@@ -71,10 +72,57 @@ pub async fn handle<B: RequestBody>(
         .get::<ConnectionHandle>()
         .map(|handle| client_key(request.headers(), handle.peer));
     let body = read_body(app, request).await?;
-    let (drafts, single) = match (channel_path, kind) {
-        (Some(path), _) => (vec![raw_draft(path, &query, &body)?], true),
-        (None, Some(BodyKind::Json)) => json_drafts(&body)?,
-        (None, _) => (vec![form_draft(&body)?], true),
+    let style = match (channel_path, kind) {
+        (Some(channel_path), _) => BodyStyle::Raw {
+            channel_path,
+            query: &query,
+        },
+        (None, Some(BodyKind::Json)) => BodyStyle::Json,
+        (None, _) => BodyStyle::Form,
+    };
+    let (publications, single) = publications(&app.config, style, &body)?;
+    for publication in &publications {
+        grant.check(&publication.channel)?;
+    }
+    if let (Some(rate), Some(client)) = (&app.publish_rate, client) {
+        rate.take(client, publications.len(), Instant::now())
+            .map_err(|retry_after| ApiError::RateLimited { retry_after })?;
+    }
+    let receipts = app.hub.publish(&publications, accepted).await?;
+    let body = match (single, receipts.as_slice()) {
+        (true, [receipt]) => serde_json::json!(receipt),
+        _ => serde_json::json!(receipts),
+    };
+    Ok(json_response(StatusCode::OK, &body))
+}
+
+/// How a publish request carries its events.
+#[derive(Debug, Clone, Copy)]
+pub enum BodyStyle<'a> {
+    /// `POST /publish/<channel_path>?<query>`: the body is the data.
+    Raw {
+        channel_path: &'a str,
+        query: &'a str,
+    },
+    Json,
+    Form,
+}
+
+/// Parses and checks a publish body into its publications, all or an error, and whether the
+/// answer is one receipt (not a list). No I/O: the whole request is judged before anything is
+/// published (and this is what the fuzz target drives).
+pub fn publications(
+    config: &Config,
+    style: BodyStyle<'_>,
+    body: &[u8],
+) -> Result<(Vec<Publication>, bool), ApiError> {
+    let (drafts, single) = match style {
+        BodyStyle::Raw {
+            channel_path,
+            query,
+        } => (vec![raw_draft(channel_path, query, body)?], true),
+        BodyStyle::Json => json_drafts(body)?,
+        BodyStyle::Form => (vec![form_draft(body)?], true),
     };
     let mut publications = Vec::new();
     let batch = drafts.len() > 1 || !single;
@@ -84,32 +132,19 @@ pub async fn handle<B: RequestBody>(
         } else {
             String::new()
         };
-        publications.extend(validate(app, draft, &at)?);
+        publications.extend(validate(config, draft, &at)?);
+        if publications.len() > config.max_batch {
+            return Err(ApiError::BadRequest(format!(
+                "more than {} events in one request",
+                config.max_batch
+            )));
+        }
     }
     if publications.is_empty() {
         return Err(ApiError::BadRequest("no events to publish".into()));
     }
-    for publication in &publications {
-        grant.check(&publication.channel)?;
-    }
-    if let (Some(rate), Some(client)) = (&app.publish_rate, client) {
-        rate.take(client, publications.len(), Instant::now())
-            .map_err(|retry_after| ApiError::RateLimited { retry_after })?;
-    }
-    if publications.len() > app.config.max_batch {
-        return Err(ApiError::BadRequest(format!(
-            "{} events in one request; at most {} allowed",
-            publications.len(),
-            app.config.max_batch
-        )));
-    }
     let single = single && publications.len() == 1;
-    let receipts = app.hub.publish(&publications, accepted).await?;
-    let body = match (single, receipts.as_slice()) {
-        (true, [receipt]) => serde_json::json!(receipt),
-        _ => serde_json::json!(receipts),
-    };
-    Ok(json_response(StatusCode::OK, &body))
+    Ok((publications, single))
 }
 
 fn body_kind<B>(request: &Request<B>) -> Result<BodyKind, ApiError> {
@@ -259,7 +294,7 @@ fn json_drafts(body: &[u8]) -> Result<(Vec<Draft>, bool), ApiError> {
 }
 
 /// Checks one draft against the naming rules and size bounds; one publication per channel.
-fn validate(app: &App, draft: Draft, at: &str) -> Result<Vec<Publication>, ApiError> {
+fn validate(config: &Config, draft: Draft, at: &str) -> Result<Vec<Publication>, ApiError> {
     let bad = |msg: String| ApiError::BadRequest(format!("{at}{msg}"));
     let channels = match (draft.channel, draft.channels) {
         (Some(_), Some(_)) => return Err(bad("give either channel or channels, not both".into())),
@@ -274,10 +309,10 @@ fn validate(app: &App, draft: Draft, at: &str) -> Result<Vec<Publication>, ApiEr
     if let Some(event) = &draft.event {
         check_event_name(event).map_err(|err| bad(err.to_string()))?;
     }
-    if draft.data.len() > app.config.max_event_bytes {
+    if draft.data.len() > config.max_event_bytes {
         return Err(ApiError::EventTooLarge {
             at: at.to_owned(),
-            limit: app.config.max_event_bytes,
+            limit: config.max_event_bytes,
         });
     }
     let fields = EventFields {
