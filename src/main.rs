@@ -26,6 +26,10 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Err(err) = ssehub::auth::Auth::from_config(&config) {
+        eprintln!("ssehub: invalid token key: {err}");
+        return ExitCode::from(2);
+    }
     if let Some(Command::CheckConfig) = cli.command {
         println!("{config:#?}");
         return ExitCode::SUCCESS;

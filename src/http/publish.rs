@@ -206,6 +206,8 @@ fn raw_draft(path: &str, query: &str, body: &[u8]) -> Result<Draft, ApiError> {
             "event" => set_once(&mut draft.event, &key, value)?,
             "retry" => draft.retry = Some(parse_retry(&value)?),
             "close" => draft.close = parse_bool(&key, &value)?,
+            // A token passed in the URL (see `auth`), not an event field.
+            "access_token" => {}
             _ => return Err(unknown_field(&key)),
         }
     }
