@@ -57,9 +57,10 @@ pub fn check_channel(name: &str) -> Result<(), NameError> {
 
 /// Checks each name, and that none is listed twice.
 pub fn check_channels(names: &[String]) -> Result<(), NameError> {
-    for (i, name) in names.iter().enumerate() {
+    let mut seen = std::collections::HashSet::with_capacity(names.len());
+    for name in names {
         check_channel(name)?;
-        if names[..i].contains(name) {
+        if !seen.insert(name.as_str()) {
             return Err(NameError::DuplicateChannel(name.clone()));
         }
     }

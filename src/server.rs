@@ -42,6 +42,9 @@ const OVER_CAPACITY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\n\
 content-type: application/json\r\nretry-after: 1\r\nconnection: close\r\ncontent-length: 45\r\n\r\n\
 {\"error\":\"too many connections, retry later\"}";
 
+/// Largest request head hyper buffers (larger ones get 431); bodies stream through it.
+const MAX_REQUEST_HEAD: usize = 32 << 10;
+
 /// Answer for a connection over `max-connections-per-ip`.
 const TOO_MANY_FROM_ADDRESS: &[u8] = b"HTTP/1.1 429 Too Many Requests\r\n\
 content-type: application/json\r\nretry-after: 1\r\nconnection: close\r\ncontent-length: 50\r\n\r\n\
@@ -89,6 +92,7 @@ pub async fn run(
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(config.header_read_timeout)
+        .max_buf_size(MAX_REQUEST_HEAD)
         .keep_alive(true);
     builder
         .http2()

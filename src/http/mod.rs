@@ -160,7 +160,46 @@ pub fn channel_from_path(path: &str) -> Result<String, ApiError> {
         .map_err(|_| ApiError::BadRequest("channel name is not UTF-8".into()))
 }
 
-/// Decodes one `application/x-www-form-urlencoded` query or body.
-pub fn form_pairs(input: &[u8]) -> impl Iterator<Item = (String, String)> + '_ {
-    form_urlencoded::parse(input).map(|(k, v)| (k.into_owned(), v.into_owned()))
+/// Decodes one `application/x-www-form-urlencoded` query or body; a name or value that is not
+/// UTF-8 once decoded is refused rather than silently replaced.
+pub fn form_pairs(input: &[u8]) -> Result<Vec<(String, String)>, ApiError> {
+    let decode = |part: &[u8]| {
+        let spaced: Vec<u8> = part
+            .iter()
+            .map(|&b| if b == b'+' { b' ' } else { b })
+            .collect();
+        percent_encoding::percent_decode(&spaced)
+            .decode_utf8()
+            .map(|text| text.into_owned())
+            .map_err(|_| ApiError::BadRequest("form or query data is not valid UTF-8".into()))
+    };
+    input
+        .split(|&b| b == b'&')
+        .filter(|pair| !pair.is_empty())
+        .map(|pair| {
+            let split = pair.iter().position(|&b| b == b'=').unwrap_or(pair.len());
+            let value = pair.get(split + 1..).unwrap_or_default();
+            Ok((decode(&pair[..split])?, decode(value)?))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn form_pairs_decode_strictly() {
+        let pairs = form_pairs(b"channel=a%2Fb&data=caf%C3%A9+ok&close").unwrap();
+        assert_eq!(
+            pairs,
+            vec![
+                ("channel".into(), "a/b".into()),
+                ("data".into(), "café ok".into()),
+                ("close".into(), String::new()),
+            ]
+        );
+        assert!(form_pairs(b"data=caf%FF").is_err());
+        assert!(form_pairs(b"%FF=x").is_err());
+    }
 }

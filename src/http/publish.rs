@@ -201,7 +201,7 @@ fn raw_draft(path: &str, query: &str, body: &[u8]) -> Result<Draft, ApiError> {
         data,
         ..Draft::default()
     };
-    for (key, value) in form_pairs(query.as_bytes()) {
+    for (key, value) in form_pairs(query.as_bytes())? {
         match key.as_str() {
             "event" => set_once(&mut draft.event, &key, value)?,
             "retry" => draft.retry = Some(parse_retry(&value)?),
@@ -219,7 +219,7 @@ fn form_draft(body: &[u8]) -> Result<Draft, ApiError> {
     let mut draft = Draft::default();
     let mut channels = Vec::new();
     let mut data = None;
-    for (key, value) in form_pairs(body) {
+    for (key, value) in form_pairs(body)? {
         match key.as_str() {
             "channel" => channels.push(value),
             "data" => set_once(&mut data, &key, value)?,
@@ -304,6 +304,13 @@ fn validate(config: &Config, draft: Draft, at: &str) -> Result<Vec<Publication>,
         (Some(channel), None) => vec![channel],
         (None, Some(channels)) if channels.is_empty() => {
             return Err(bad("channels is empty".into()))
+        }
+        (None, Some(channels)) if channels.len() > config.max_batch => {
+            return Err(bad(format!(
+                "{} channels in one event; at most {} allowed",
+                channels.len(),
+                config.max_batch
+            )))
         }
         (None, Some(channels)) => channels,
     };

@@ -7,7 +7,7 @@ use http_body_util::{Either, Full};
 use hyper::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE};
 use hyper::{Request, Response, StatusCode};
 
-use super::{channel_from_path, form_pairs, App, ConnectionHandle, ResponseBody};
+use super::{channel_from_path, App, ConnectionHandle, ResponseBody};
 use crate::connection::Cut;
 use crate::error::ApiError;
 use crate::hub::Opened;
@@ -20,8 +20,13 @@ pub async fn handle<B>(
 ) -> Result<Response<ResponseBody>, ApiError> {
     let mut channels = Vec::new();
     let mut query_cursor = None;
-    for (key, value) in form_pairs(request.uri().query().unwrap_or("").as_bytes()) {
-        match key.as_str() {
+    // Decoded leniently: a channel name with a replaced byte fails the name check anyway,
+    // and an undecodable cursor becomes an `invalid_cursor` gap rather than a 400 that would
+    // stop EventSource for good.
+    let query = request.uri().query().unwrap_or("");
+    for (key, value) in form_urlencoded::parse(query.as_bytes()) {
+        let value = value.into_owned();
+        match key.as_ref() {
             "channel" => channels.push(value),
             "lastEventId" | "last-event-id" => query_cursor = Some(value),
             _ => {}
@@ -57,7 +62,6 @@ pub async fn handle<B>(
         .extensions()
         .get::<ConnectionHandle>()
         .map_or_else(Cut::new, |handle| handle.cut.clone());
-    let query = request.uri().query().unwrap_or("");
     let valid_for = app
         .auth
         .check_subscribe(request.headers(), query, &channels)?;
