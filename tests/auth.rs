@@ -10,8 +10,8 @@ use std::process::{Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use common::node::{command, free_port, Server, BIN};
-use common::{request, Hub, Response, SseClient, SseEvent};
+use common::node::{self, free_port, Server};
+use common::{request, seq, Hub, Response, SseClient, SseEvent};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde_json::{json, Value};
 use ssehub::config::KeySpec;
@@ -370,13 +370,6 @@ async fn assert_quiet(client: &mut SseClient) {
     if let Ok(event) = tokio::time::timeout(QUIET, client.next_event(T)).await {
         panic!("expected no event, got {event:?}");
     }
-}
-
-/// The SEQ of an `EPOCH-SEQ` id.
-fn seq(id: &str) -> u64 {
-    id.rsplit_once('-')
-        .and_then(|(_, seq)| seq.parse().ok())
-        .unwrap_or_else(|| panic!("id {id:?} is not EPOCH-SEQ"))
 }
 
 /// Proves nothing was ever published to `channel`: its live subscriber `client` sees nothing, the
@@ -1084,24 +1077,11 @@ async fn stream_ends_cleanly_when_its_token_expires() {
 // ---------------------------------------------------------------------------------------------
 // 7. The binary: `ssehub token`, `check-config`, startup
 
-/// Runs `ssehub args...` (no inherited `SSEHUB_*`) to completion within [`RUN_TIMEOUT`].
-async fn run_ssehub(args: &[&str], envs: &[(&str, &str)]) -> Output {
-    let child = command(args, envs)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn ssehub");
-    match tokio::time::timeout(RUN_TIMEOUT, child.wait_with_output()).await {
-        Ok(output) => output.expect("wait for ssehub"),
-        Err(_) => panic!("{BIN} {args:?} did not exit within {RUN_TIMEOUT:?}"),
-    }
-}
-
 /// `ssehub token args...`: the printed token, checking exit 0 and a single line.
 async fn mint(args: &[&str]) -> String {
     let mut all = vec!["token"];
     all.extend_from_slice(args);
-    let output = run_ssehub(&all, &[]).await;
+    let output = node::run(&all, &[]).await;
     assert!(
         output.status.success(),
         "ssehub {all:?} failed with {}: {}",
@@ -1186,7 +1166,7 @@ async fn token_subcommand_signs_with_rsa_and_ec_private_key_files() {
 async fn token_subcommand_rejects_an_invalid_ttl_with_exit_2() {
     for ttl in ["soon", "", "-5m", "1 fortnight"] {
         let ttl_arg = format!("--ttl={ttl}");
-        let output = run_ssehub(&["token", "--key", SECRET, &ttl_arg], &[]).await;
+        let output = node::run(&["token", "--key", SECRET, &ttl_arg], &[]).await;
         assert_eq!(
             output.status.code(),
             Some(2),
@@ -1221,7 +1201,7 @@ async fn check_config_never_prints_secrets() {
         (&["check-config"], &[("SSEHUB_JWT_KEY", SECRET)]),
     ];
     for (args, envs) in cases {
-        let output = run_ssehub(args, envs).await;
+        let output = node::run(args, envs).await;
         let (stdout, stderr) = (text(&output.stdout), text(&output.stderr));
         assert!(output.status.success(), "{args:?}: {stderr}");
         for secret in [SECRET, PUBLISHER_SECRET, SUBSCRIBER_SECRET] {
@@ -1236,7 +1216,7 @@ async fn check_config_never_prints_secrets() {
         );
     }
     // Keys are checked before anything runs; a key file is not a secret, so its path is shown.
-    let output = run_ssehub(&["check-config", "--jwt-key", "file:/keys/public.pem"], &[]).await;
+    let output = node::run(&["check-config", "--jwt-key", "file:/keys/public.pem"], &[]).await;
     assert_eq!(output.status.code(), Some(2), "{}", text(&output.stderr));
     assert!(
         text(&output.stderr).contains("/keys/public.pem"),
@@ -1315,7 +1295,7 @@ async fn open_hub_warns_and_keyed_hub_logs_neither_secret_nor_tokens() {
 async fn hub_with_a_short_secret_refuses_to_start() {
     let listen = format!("127.0.0.1:{}", free_port());
     let short = "too-short-secret";
-    let output = run_ssehub(&["--listen", &listen, "--jwt-key", short], &[]).await;
+    let output = node::run(&["--listen", &listen, "--jwt-key", short], &[]).await;
     // Logs go to stdout, usage errors to stderr: either may carry the message.
     let stderr = text(&output.stdout) + &text(&output.stderr);
     assert!(

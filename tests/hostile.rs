@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use common::{assert_error, seq};
 use common::{
     metric, publish, publish_raw, raw_connect, request, wait_until, ChunkedDecoder, Hub, Response,
     SseClient, SseEvent, SseParser,
@@ -377,23 +378,6 @@ fn assert_cut_answer(answer: &[u8], what: &str) {
 
 // ---------------------------------------------------------------------------------------------
 // Small helpers
-
-/// `status` with a JSON body holding a string "error".
-fn assert_error(response: &Response, status: u16, what: &str) {
-    assert_eq!(response.status, status, "{what}: body {}", response.text());
-    let body = response.json();
-    assert!(
-        body["error"].is_string(),
-        "{what}: body has no string \"error\": {body}"
-    );
-}
-
-/// The SEQ of an `EPOCH-SEQ` id.
-fn seq(id: &str) -> u64 {
-    id.rsplit_once('-')
-        .and_then(|(_, seq)| seq.parse().ok())
-        .unwrap_or_else(|| panic!("id {id:?} is not EPOCH-SEQ"))
-}
 
 /// `series` from `/metrics`, or `None` when the scrape is refused (the hub is full).
 async fn gauge(addr: SocketAddr, series: &str) -> Option<f64> {

@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
+use common::{assert_error, seq};
 use common::{
     metric, parse_metric, publish, publish_raw, raw_connect, request, wait_until, Hub, Response,
     SseClient, SseEvent,
@@ -67,23 +68,6 @@ async fn post_json(addr: SocketAddr, body: &str) -> Response {
 fn ok_json(response: &Response) -> Value {
     assert_eq!(response.status, 200, "body: {}", response.text());
     response.json()
-}
-
-/// `status` with a JSON body holding a string "error".
-fn assert_error(response: &Response, status: u16, what: &str) {
-    assert_eq!(response.status, status, "{what}: body {}", response.text());
-    let body = response.json();
-    assert!(
-        body["error"].is_string(),
-        "{what}: body has no string \"error\": {body}"
-    );
-}
-
-/// The SEQ of an `EPOCH-SEQ` id.
-fn seq(id: &str) -> u64 {
-    id.rsplit_once('-')
-        .and_then(|(_, seq)| seq.parse().ok())
-        .unwrap_or_else(|| panic!("id {id:?} is not EPOCH-SEQ"))
 }
 
 /// The `id` of each receipt of a list answer, checking its channel.

@@ -4,30 +4,12 @@
 mod common;
 
 use std::path::PathBuf;
-use std::process::{Output, Stdio};
 use std::time::Duration;
 
-use common::node::{command, free_port, Server};
+use common::node::{free_port, run, Server};
 use common::{publish_raw, SseClient};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::time::Instant;
-
-/// Bound on a one-shot run (`check-config`, invalid settings).
-const RUN_TIMEOUT: Duration = Duration::from_secs(20);
-
-/// Runs `ssehub args...` to completion within [`RUN_TIMEOUT`].
-async fn run(args: &[&str], envs: &[(&str, &str)]) -> Output {
-    let child = command(args, envs)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn ssehub");
-    match tokio::time::timeout(RUN_TIMEOUT, child.wait_with_output()).await {
-        Ok(output) => output.expect("wait for ssehub"),
-        // Dropping the future drops the child, which kill_on_drop kills.
-        Err(_) => panic!("ssehub {args:?} did not exit within {RUN_TIMEOUT:?}"),
-    }
-}
 
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()

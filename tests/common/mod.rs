@@ -929,3 +929,20 @@ where
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// Asserts `status` and a JSON body holding a string `"error"`, as every refusal has.
+pub fn assert_error(response: &Response, status: u16, what: &str) {
+    assert_eq!(response.status, status, "{what}: body {}", response.text());
+    let body = response.json();
+    assert!(
+        body["error"].is_string(),
+        "{what}: body has no string \"error\": {body}"
+    );
+}
+
+/// The SEQ of an `EPOCH-SEQ` id.
+pub fn seq(id: &str) -> u64 {
+    id.rsplit_once('-')
+        .and_then(|(_, seq)| seq.parse().ok())
+        .unwrap_or_else(|| panic!("id {id:?} is not EPOCH-SEQ"))
+}

@@ -18,6 +18,8 @@ use super::request;
 pub const BIN: &str = env!("CARGO_BIN_EXE_ssehub");
 /// Bound on a server answering `/healthz` after spawn.
 pub const START_TIMEOUT: Duration = Duration::from_secs(20);
+/// Bound on a one-shot run (`check-config`, `token`, invalid settings).
+pub const RUN_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// A loopback port that was free a moment ago.
 pub fn free_port() -> u16 {
@@ -38,6 +40,20 @@ pub fn command(args: &[&str], envs: &[(&str, &str)]) -> Command {
     }
     cmd.envs(envs.iter().copied());
     cmd
+}
+
+/// Runs `ssehub args...` (no inherited `SSEHUB_*`) to completion within [`RUN_TIMEOUT`].
+pub async fn run(args: &[&str], envs: &[(&str, &str)]) -> std::process::Output {
+    let child = command(args, envs)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn ssehub");
+    match tokio::time::timeout(RUN_TIMEOUT, child.wait_with_output()).await {
+        Ok(output) => output.expect("wait for ssehub"),
+        // Dropping the future drops the child, which kill_on_drop kills.
+        Err(_) => panic!("{BIN} {args:?} did not exit within {RUN_TIMEOUT:?}"),
+    }
 }
 
 /// A running `ssehub`; dropping it kills the process and removes its log file.
