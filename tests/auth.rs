@@ -11,15 +11,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use common::node::{self, free_port, Server};
-use common::{request, seq, Hub, Response, SseClient, SseEvent};
+use common::{assert_quiet, request, seq, Hub, Response, SseClient, SseEvent};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde_json::{json, Value};
 use ssehub::config::KeySpec;
 
 /// Bound on every single wait in this file.
 const T: Duration = Duration::from_secs(5);
-/// How long "nothing arrives" is watched for.
-const QUIET: Duration = Duration::from_millis(300);
 /// Bound on one run of `openssl` or of the `ssehub` binary as a command.
 const RUN_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -365,17 +363,10 @@ async fn next(client: &mut SseClient) -> SseEvent {
         .expect("stream ended instead of delivering an event")
 }
 
-/// Panics if `client` receives an event within [`QUIET`].
-async fn assert_quiet(client: &mut SseClient) {
-    if let Ok(event) = tokio::time::timeout(QUIET, client.next_event(T)).await {
-        panic!("expected no event, got {event:?}");
-    }
-}
-
 /// Proves nothing was ever published to `channel`: its live subscriber `client` sees nothing, the
 /// next event on it is the channel's first, and a replay from `earliest` holds only that event.
 async fn assert_nothing_published(hub: &Hub, client: &mut SseClient, channel: &str) {
-    assert_quiet(client).await;
+    assert_quiet(client, "no event expected here").await;
     let marker = published(hub, Pass::Bearer(&admin()), channel, "marker").await;
     assert_eq!(seq(&marker), 1, "a refused publish appended to {channel}");
     let event = next(client).await;
@@ -396,7 +387,7 @@ async fn assert_nothing_published(hub: &Hub, client: &mut SseClient, channel: &s
         (&*marker, "marker"),
         "first event of {channel}'s history"
     );
-    assert_quiet(&mut replay).await;
+    assert_quiet(&mut replay, "no event expected here").await;
 }
 
 async fn hub_with_key(spec: KeySpec) -> Hub {
@@ -704,7 +695,7 @@ async fn public_key_file_accepts_only_its_private_keys_tokens(kind: KeyKind) {
     let expired = ours.sign(&claims(&["*"], &["*"], -10));
     let response = refused_subscribe(&hub, Pass::Bearer(&expired), "/events/room/1").await;
     assert_refused(&response, 401, "expired", &format!("{kind:?} hub, expired"));
-    assert_quiet(&mut sub).await;
+    assert_quiet(&mut sub, "no event expected here").await;
     hub.stop().await;
 }
 
@@ -859,7 +850,7 @@ async fn publisher_and_subscriber_keys_are_not_interchangeable() {
     assert_refused(&response, 401, "token is required", "anonymous publish");
     let response = refused_subscribe(&hub, Pass::Anonymous, "/events/split").await;
     assert_refused(&response, 401, "token is required", "anonymous subscribe");
-    assert_quiet(&mut sub).await;
+    assert_quiet(&mut sub, "no event expected here").await;
     hub.stop().await;
 }
 
@@ -992,7 +983,7 @@ async fn public_channels_are_readable_without_a_token_and_nothing_else_is() {
         "\"news/a\"",
         "publish without publish claims",
     );
-    assert_quiet(&mut news).await;
+    assert_quiet(&mut news, "no event expected here").await;
 
     let publisher = admin();
     let headline = published(&hub, Pass::Bearer(&publisher), "news/a", "headline").await;

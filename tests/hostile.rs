@@ -12,21 +12,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::{assert_error, seq};
+use common::{assert_error, assert_quiet, h2_connect, seq, QUIET};
 use common::{
     metric, publish, publish_raw, raw_connect, request, wait_until, ChunkedDecoder, Hub, Response,
     SseClient, SseEvent, SseParser,
 };
 use http_body_util::{BodyExt, Full};
-use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde_json::{json, Value};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::time::Instant;
 
 /// Bound on every single wait in this file.
 const T: Duration = Duration::from_secs(5);
-/// How long "nothing arrives" is watched for.
-const QUIET: Duration = Duration::from_millis(300);
 /// `header-read-timeout` and `body-read-timeout` of the hubs that test them.
 const SHORT: Duration = Duration::from_millis(300);
 /// Longest acceptable time for the hub to cut a client that overran [`SHORT`].
@@ -393,13 +390,6 @@ async fn subscribe(addr: SocketAddr, channel: &str) -> SseClient {
     let client = SseClient::connect(addr, &format!("/events/{channel}"), &[]).await;
     assert_eq!(client.status, 200, "GET /events/{channel}");
     client
-}
-
-/// Panics if `client` receives an event within [`QUIET`].
-async fn assert_quiet(client: &mut SseClient, what: &str) {
-    if let Ok(event) = tokio::time::timeout(QUIET, client.next_event(T)).await {
-        panic!("{what}: expected no event, got {event:?}");
-    }
 }
 
 fn post_head(path: &str, extra: &str) -> String {
@@ -1436,21 +1426,6 @@ async fn garbage_after_an_event_stream_request_is_ignored() {
 
 // ---------------------------------------------------------------------------------------------
 // HTTP/2 stream floods
-
-type H2 = hyper::client::conn::http2::SendRequest<Full<Bytes>>;
-
-async fn h2_connect(addr: SocketAddr) -> H2 {
-    let io = TokioIo::new(raw_connect(addr).await);
-    let (send, conn) = tokio::time::timeout(
-        T,
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), io),
-    )
-    .await
-    .expect("h2 handshake timed out")
-    .expect("h2 handshake failed");
-    tokio::spawn(conn);
-    send
-}
 
 #[tokio::test]
 async fn h2_fifty_streams_with_max_concurrent_streams_10_run_ten_at_a_time() {

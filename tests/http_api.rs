@@ -7,21 +7,18 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::{assert_error, seq};
+use common::{assert_error, assert_quiet, h2_connect, seq, H2};
 use common::{
     metric, parse_metric, publish, publish_raw, raw_connect, request, wait_until, Hub, Response,
     SseClient, SseEvent,
 };
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Bound on every single wait in this file.
 const T: Duration = Duration::from_secs(5);
-/// How long "nothing arrives" is watched for.
-const QUIET: Duration = Duration::from_millis(300);
 
 // ---------------------------------------------------------------------------------------------
 // Helpers
@@ -46,13 +43,6 @@ async fn next(client: &mut SseClient) -> SseEvent {
         .next_event(T)
         .await
         .expect("stream ended instead of delivering an event")
-}
-
-/// Panics if `client` receives an event within [`QUIET`].
-async fn assert_quiet(client: &mut SseClient) {
-    if let Ok(event) = tokio::time::timeout(QUIET, client.next_event(T)).await {
-        panic!("expected no event, got {event:?}");
-    }
 }
 
 async fn post(addr: SocketAddr, path: &str, content_type: &str, body: &[u8]) -> Response {
@@ -93,7 +83,7 @@ async fn assert_nothing_published(
     channel: &str,
     published_before: f64,
 ) {
-    assert_quiet(client).await;
+    assert_quiet(client, "no event expected here").await;
     assert_eq!(
         metric(addr, "ssehub_events_published_total").await,
         published_before
@@ -110,22 +100,6 @@ fn has_header_containing(response: &Response, name: &str, needle: &str) -> bool 
         .iter()
         .filter(|(n, _)| n == name)
         .any(|(_, v)| v.to_ascii_lowercase().contains(needle))
-}
-
-type H2 = hyper::client::conn::http2::SendRequest<Full<Bytes>>;
-
-/// An HTTP/2 prior-knowledge connection.
-async fn h2_connect(addr: SocketAddr) -> H2 {
-    let io = TokioIo::new(raw_connect(addr).await);
-    let (send, conn) = tokio::time::timeout(
-        T,
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), io),
-    )
-    .await
-    .expect("h2 handshake timed out")
-    .expect("h2 handshake failed");
-    tokio::spawn(conn);
-    send
 }
 
 async fn h2_request(
@@ -769,7 +743,7 @@ async fn over_max_channels_is_503_with_retry_after() {
         503,
         "batch with a new channel",
     );
-    assert_quiet(&mut c1).await;
+    assert_quiet(&mut c1, "no event expected here").await;
     assert_eq!(
         metric(hub.addr, "ssehub_events_published_total").await,
         before

@@ -946,3 +946,28 @@ pub fn seq(id: &str) -> u64 {
         .and_then(|(_, seq)| seq.parse().ok())
         .unwrap_or_else(|| panic!("id {id:?} is not EPOCH-SEQ"))
 }
+
+/// How long a check that nothing arrives waits.
+pub const QUIET: Duration = Duration::from_millis(300);
+
+/// Panics if `client` receives an event within [`QUIET`].
+pub async fn assert_quiet(client: &mut SseClient, what: &str) {
+    if let Ok(event) = tokio::time::timeout(QUIET, client.next_event(REQUEST_TIMEOUT)).await {
+        panic!("{what}: expected no event, got {event:?}");
+    }
+}
+
+/// An HTTP/2 prior-knowledge (h2c) client connection.
+pub type H2 = hyper::client::conn::http2::SendRequest<http_body_util::Full<bytes::Bytes>>;
+
+/// Opens an h2c connection to `addr`; its driver runs on a spawned task.
+pub async fn h2_connect(addr: SocketAddr) -> H2 {
+    let io = hyper_util::rt::TokioIo::new(raw_connect(addr).await);
+    let handshake = hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), io);
+    let (send, conn) = tokio::time::timeout(REQUEST_TIMEOUT, handshake)
+        .await
+        .expect("h2 handshake timed out")
+        .expect("h2 handshake failed");
+    tokio::spawn(conn);
+    send
+}
