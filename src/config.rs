@@ -77,6 +77,12 @@ pub struct Config {
     pub publish_burst: u32,
     /// Log output format.
     pub log_format: LogFormat,
+    /// PEM certificate chain served over TLS; with `tls_key`, the port speaks only TLS.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `tls_cert`.
+    pub tls_key: Option<PathBuf>,
+    /// Serve the demo page at `/`.
+    pub demo: bool,
 }
 
 impl Default for Config {
@@ -115,6 +121,9 @@ impl Default for Config {
             publish_rate: 0,
             publish_burst: 0,
             log_format: LogFormat::Text,
+            tls_cert: None,
+            tls_key: None,
+            demo: true,
         }
     }
 }
@@ -199,6 +208,9 @@ pub enum Command {
         #[arg(long, default_value = "1h")]
         ttl: String,
     },
+    /// Exit 0 if the hub at the configured listen address answers `GET /healthz` with 200
+    /// (for container health checks; plain HTTP only).
+    Health,
 }
 
 /// Settings as given by flags, environment or file; `None` means "not given here".
@@ -315,6 +327,21 @@ pub struct Settings {
     /// Log format [default: text].
     #[arg(long, global = true, env = "SSEHUB_LOG_FORMAT", value_enum)]
     pub log_format: Option<LogFormat>,
+    /// PEM certificate chain: serve HTTPS (HTTP/2 and HTTP/1.1 by ALPN) instead of plain HTTP.
+    #[arg(long, global = true, env = "SSEHUB_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1) of --tls-cert.
+    #[arg(long, global = true, env = "SSEHUB_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Do not serve the demo page at `/`.
+    #[arg(
+        long,
+        global = true,
+        env = "SSEHUB_NO_DEMO",
+        num_args = 0..=1,
+        default_missing_value = "true"
+    )]
+    pub no_demo: Option<bool>,
 }
 
 impl Settings {
@@ -375,6 +402,9 @@ impl Settings {
             publish_rate: self.publish_rate.or(lower.publish_rate),
             publish_burst: self.publish_burst.or(lower.publish_burst),
             log_format: self.log_format.or(lower.log_format),
+            tls_cert: self.tls_cert.or(lower.tls_cert),
+            tls_key: self.tls_key.or(lower.tls_key),
+            no_demo: self.no_demo.or(lower.no_demo),
         }
     }
 
@@ -438,6 +468,9 @@ impl Settings {
                 .publish_burst
                 .unwrap_or_else(|| self.publish_rate.unwrap_or(0).max(1)),
             log_format: self.log_format.unwrap_or(d.log_format),
+            tls_cert: self.tls_cert,
+            tls_key: self.tls_key,
+            demo: !self.no_demo.unwrap_or(false),
         };
         config.validate()?;
         Ok(config)
@@ -532,6 +565,9 @@ impl Config {
         }
         if self.cors_origins.iter().any(|o| o.trim().is_empty()) {
             return invalid("cors-origin", "origins must not be empty");
+        }
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
+            return invalid("tls-cert", "needs tls-key, and tls-key needs tls-cert");
         }
         Ok(())
     }
