@@ -83,8 +83,19 @@ impl Server {
         envs: &[(&str, &str)],
         pipe_stdout: bool,
     ) -> Server {
-        static STARTED: AtomicUsize = AtomicUsize::new(0);
         let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        Server::start_at(addr, name, args, envs, pipe_stdout).await
+    }
+
+    /// [`Server::start`] on a given address, e.g. to restart a node where its clients reconnect.
+    pub async fn start_at(
+        addr: SocketAddr,
+        name: &str,
+        args: &[&str],
+        envs: &[(&str, &str)],
+        pipe_stdout: bool,
+    ) -> Server {
+        static STARTED: AtomicUsize = AtomicUsize::new(0);
         let listen = addr.to_string();
         let mut all = vec!["--listen", listen.as_str()];
         all.extend_from_slice(args);
