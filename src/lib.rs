@@ -15,5 +15,6 @@ pub mod rewind;
 pub mod server;
 pub mod sse;
 pub mod stream_connection;
+pub mod tls;
 
 pub use config::Config;

@@ -30,6 +30,12 @@ async fn main() -> ExitCode {
         eprintln!("ssehub: invalid token key: {err}");
         return ExitCode::from(2);
     }
+    if let (Some(cert), Some(key)) = (&config.tls_cert, &config.tls_key) {
+        if let Err(err) = ssehub::tls::acceptor(cert, key) {
+            eprintln!("ssehub: invalid TLS settings: {err}");
+            return ExitCode::from(2);
+        }
+    }
     match cli.command {
         Some(Command::CheckConfig) => {
             println!("{config:#?}");
@@ -48,7 +54,9 @@ async fn main() -> ExitCode {
     };
     tracing::info!(
         listen = %listener.local_addr().map_or(config.listen, |a| a),
-        "ssehub listening (in-memory broker)"
+        tls = config.tls_cert.is_some(),
+        broker = if config.redis_url.is_some() { "redis" } else { "memory" },
+        "ssehub listening"
     );
     match ssehub::server::run(config, listener, shutdown_signal()).await {
         Ok(()) => {

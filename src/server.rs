@@ -1,5 +1,6 @@
 //! The accept loop: connection cap, HTTP/1.1 and h2c on one port (event streams over HTTP/1.1
-//! served directly, the rest by hyper), cancellable connections, and graceful shutdown.
+//! served directly, the rest by hyper) or HTTPS with ALPN, cancellable connections, and
+//! graceful shutdown.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
@@ -10,8 +11,9 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -35,6 +37,8 @@ pub enum ServerError {
     Broker(#[from] crate::broker::BrokerError),
     #[error("invalid token key: {0}")]
     Key(#[from] crate::auth::KeyError),
+    #[error("invalid TLS settings: {0}")]
+    Tls(#[from] crate::tls::TlsError),
 }
 
 /// Answer for a connection over `max-connections`, written without parsing its request.
@@ -70,6 +74,10 @@ pub async fn run(
         }
     };
     let auth = Auth::from_config(&config)?;
+    let tls = match (&config.tls_cert, &config.tls_key) {
+        (Some(cert), Some(key)) => Some(crate::tls::acceptor(cert, key)?),
+        _ => None,
+    };
     if auth.is_open() {
         tracing::warn!(
             listen = %config.listen,
@@ -147,6 +155,7 @@ pub async fn run(
             stream,
             handle,
             config.header_read_timeout,
+            tls.clone(),
         );
         connections.spawn(async move {
             connection.await;
@@ -177,7 +186,7 @@ pub async fn run(
 }
 
 /// Serves one connection: an HTTP/1.1 event stream directly, anything else with hyper
-/// (HTTP/1.1 or h2c), until it ends or the hub cuts it.
+/// (HTTP/1.1 or h2c; everything over TLS), until it ends or the hub cuts it.
 async fn serve_connection(
     app: Arc<App>,
     builder: Arc<auto::Builder<TokioExecutor>>,
@@ -185,7 +194,29 @@ async fn serve_connection(
     stream: TcpStream,
     handle: ConnectionHandle,
     header_read_timeout: Duration,
+    tls: Option<TlsAcceptor>,
 ) {
+    if let Some(tls) = tls {
+        let handshake = tokio::time::timeout(header_read_timeout, tls.accept(stream));
+        match handshake.await {
+            Ok(Ok(stream)) => {
+                let head = bytes::Bytes::new();
+                serve_with_hyper(
+                    app,
+                    builder,
+                    watcher,
+                    stream,
+                    head,
+                    handle,
+                    header_read_timeout,
+                )
+                .await
+            }
+            Ok(Err(err)) => tracing::debug!(error = %err, "TLS handshake failed"),
+            Err(_) => tracing::debug!("no TLS handshake within header-read-timeout"),
+        }
+        return;
+    }
     // Boxed and gone once the stream runs: only the stream's own state stays per subscriber.
     let setup = Box::pin(route(
         app,
@@ -223,7 +254,7 @@ async fn route(
         builder,
         watcher,
         stream,
-        head,
+        head.freeze(),
         handle,
         header_read_timeout,
     )
@@ -231,16 +262,18 @@ async fn route(
     None
 }
 
-/// Serves the connection with hyper (HTTP/1.1 or h2c), `head` first.
-async fn serve_with_hyper(
+/// Serves the connection with hyper (HTTP/1.1 or HTTP/2), `head` first.
+async fn serve_with_hyper<S>(
     app: Arc<App>,
     builder: Arc<auto::Builder<TokioExecutor>>,
     watcher: Watcher,
-    stream: TcpStream,
-    head: bytes::BytesMut,
+    stream: S,
+    head: bytes::Bytes,
     handle: ConnectionHandle,
     header_read_timeout: Duration,
-) {
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let cut = handle.cut.clone();
     let served = Arc::new(AtomicBool::new(false));
     let first_request = served.clone();
@@ -250,7 +283,7 @@ async fn serve_with_hyper(
         let app = app.clone();
         async move { Ok::<_, std::convert::Infallible>(http::handle(app, request).await) }
     });
-    let io = TokioIo::new(Rewind::new(head.freeze(), stream));
+    let io = TokioIo::new(Rewind::new(head, stream));
     let conn = watcher.watch(builder.serve_connection(io, service).into_owned());
     // hyper times out headers only once it knows the protocol; this also covers a client
     // that sends half an HTTP/2 preface and nothing more.

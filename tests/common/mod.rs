@@ -11,6 +11,7 @@
 
 pub mod node;
 pub mod redis_server;
+pub mod tls;
 
 use std::collections::VecDeque;
 use std::future::Future;

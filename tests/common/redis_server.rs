@@ -53,7 +53,7 @@ impl RedisServer {
             child: None,
         };
         if tls {
-            server.make_certificates();
+            super::tls::make_certificates(&server.dir);
         }
         server.spawn().await;
         server
@@ -68,28 +68,6 @@ impl RedisServer {
     /// The CA certificate (PEM) that signed a TLS server's certificate.
     pub fn ca_file(&self) -> PathBuf {
         self.dir.join("ca.crt")
-    }
-
-    /// A CA and a certificate for 127.0.0.1 signed by it, made with the `openssl` command.
-    fn make_certificates(&self) {
-        const SCRIPT: &str = "set -e
-EC='-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes'
-openssl req -x509 $EC -days 1 -subj /CN=ssehub-test-ca -keyout ca.key -out ca.crt
-openssl req $EC -subj /CN=127.0.0.1 -keyout server.key -out server.csr
-printf 'subjectAltName=IP:127.0.0.1\\n' > san.ext
-openssl x509 -req -days 1 -CAcreateserial -in server.csr -CA ca.crt -CAkey ca.key \\
-  -extfile san.ext -out server.crt
-";
-        let output = std::process::Command::new("sh")
-            .args(["-c", SCRIPT])
-            .current_dir(&self.dir)
-            .output()
-            .expect("run sh");
-        assert!(
-            output.status.success(),
-            "making test certificates with openssl (tests/run.sh installs it): {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
     }
 
     async fn spawn(&mut self) {

@@ -1,0 +1,56 @@
+//! HTTPS: the certificate and key from `--tls-cert`/`--tls-key`, and ALPN offering `h2` first so
+//! browsers multiplex many event streams over one connection (HTTP/1.1 allows six per origin).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use tokio_rustls::rustls::ServerConfig;
+use tokio_rustls::TlsAcceptor;
+
+/// Why the certificate or key cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("cannot read certificates from {path}: {source}")]
+    Certificates {
+        path: PathBuf,
+        source: rustls_pki_types::pem::Error,
+    },
+    #[error("no certificate in {0}")]
+    NoCertificate(PathBuf),
+    #[error("cannot read a private key from {path}: {source}")]
+    Key {
+        path: PathBuf,
+        source: rustls_pki_types::pem::Error,
+    },
+    #[error("certificate and key do not go together: {0}")]
+    Mismatch(tokio_rustls::rustls::Error),
+}
+
+/// Builds the acceptor for `cert` (PEM chain, leaf first) and `key` (PEM PKCS#8, PKCS#1 or
+/// SEC1). Checked before the hub listens, so a bad file stops the start.
+pub fn acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor, TlsError> {
+    let chain = CertificateDer::pem_file_iter(cert)
+        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        .map_err(|source| TlsError::Certificates {
+            path: cert.to_owned(),
+            source,
+        })?;
+    if chain.is_empty() {
+        return Err(TlsError::NoCertificate(cert.to_owned()));
+    }
+    let key_der = PrivateKeyDer::from_pem_file(key).map_err(|source| TlsError::Key {
+        path: key.to_owned(),
+        source,
+    })?;
+    let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+    let mut config = ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(TlsError::Mismatch)?
+        .with_no_client_auth()
+        .with_single_cert(chain, key_der)
+        .map_err(TlsError::Mismatch)?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(TlsAcceptor::from(Arc::new(config)))
+}
