@@ -7,7 +7,7 @@
 #
 # Usage: loadtest/compare.sh [--name NAME] [--scale FRACTION] [--only CASE[,CASE...]]
 #   --scale 0.1   a reduced run (subscribers, channels and events times 0.1) to check the script
-#   --only        run only these cases: idle, fanout5k, fanout10k, channels1k, storm, cluster
+#   --only        run only these cases: idle, fanout5k, fanout10k, channels1k, storm, churn, cluster
 # Environment: THREADS (subscriber threads of the tool, default 1), KEEP_WORK=1 keeps the temp dir.
 #
 # It installs nothing: without nginx and the nchan module it says what to install and stops (unless
@@ -17,7 +17,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 NAME="nchan-vs-ssehub"
 SCALE=1
-CASES="idle,fanout5k,fanout10k,channels1k,storm,cluster"
+CASES="idle,fanout5k,fanout10k,channels1k,storm,churn,cluster"
 ONLY="$CASES"
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -37,7 +37,7 @@ for one in ${ONLY//,/ }; do
   case ",$CASES," in *",$one,"*) ;; *) echo "unknown case: $one (cases: $CASES)" >&2; exit 2 ;; esac
 done
 NCHAN_WANTED=0
-for one in idle fanout5k fanout10k channels1k storm; do
+for one in idle fanout5k fanout10k channels1k storm churn; do
   if wanted "$one"; then NCHAN_WANTED=1; fi
 done
 
@@ -247,6 +247,10 @@ fi
 if wanted storm; then
   n=$(scaled 5000); c=$(scaled 50)
   run_case "replay-storm-${n}x100" replay-storm -n "$n" -c "$c" -k 100
+fi
+if wanted churn; then
+  n=$(scaled 1000 100); c=$(scaled 10 2); x=$(scaled 200 20)
+  run_case "churn-${n}x${c}-100eps-${x}conn-per-s" churn -n "$n" -c "$c" -r 100 --duration 10 --churn "$x" --lifetime-ms 1000
 fi
 if wanted cluster; then
   # Issue 4, target 5: Redis mode, 3 nodes + 1 Redis, 1 000 events/s, per-node CPU.
