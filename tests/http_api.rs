@@ -578,7 +578,7 @@ async fn wrong_or_missing_content_type_is_415() {
 
 #[tokio::test]
 async fn unknown_route_is_404() {
-    let hub = Hub::start().await;
+    let hub = Hub::start_with(|c| c.demo = false).await;
     for path in ["/", "/nope", "/publishx", "/eventsx/a", "/metrics/x"] {
         assert_error(&request(hub.addr, "GET", path, &[], b"").await, 404, path);
     }

@@ -14,6 +14,7 @@ export class EventStreamParser {
     this.started = false;     // a leading BOM is dropped once
     this.data = [];
     this.type = "";
+    this.idBuffer = "";       // `id:` of the event being read, committed at its blank line
     this.lastEventId = "";    // persists across events, like EventSource's
     this.retry = null;        // last valid `retry:` in ms
   }
@@ -51,8 +52,17 @@ export class EventStreamParser {
     return events;
   }
 
+  /** Forgets a half-read event (a new connection starts a new stream); keeps the ids and retry. */
+  restart() {
+    Object.assign(this, { line: "", skipLf: false, started: false, data: [], type: "" });
+    this.idBuffer = this.lastEventId;
+  }
+
   #processLine(line, events) {
     if (line === "") {
+      // The id counts only once its event is complete: a stream cut after `id:` but before
+      // the blank line must resume before that event, not after it.
+      this.lastEventId = this.idBuffer;
       if (this.data.length > 0) {
         events.push({
           type: this.type || "message",
@@ -71,7 +81,7 @@ export class EventStreamParser {
     if (value.startsWith(" ")) value = value.slice(1);
     if (field === "data") this.data.push(value);
     else if (field === "event") this.type = value;
-    else if (field === "id" && !value.includes("\0")) this.lastEventId = value;
+    else if (field === "id" && !value.includes("\0")) this.idBuffer = value;
     else if (field === "retry" && /^[0-9]+$/.test(value)) this.retry = Number(value);
   }
 }
@@ -79,44 +89,91 @@ export class EventStreamParser {
 /**
  * Yields the events of a fetch `Response` whose body is an event stream, until the stream
  * ends. `parser` (optional) lets the caller read `lastEventId` and `retry` afterwards to
- * reconnect the way EventSource would.
+ * reconnect the way EventSource would. Leaving the loop early closes the connection.
  */
 export async function* readEvents(response, parser = new EventStreamParser()) {
   const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+  let finished = false;
   try {
     for (;;) {
       const { value, done } = await reader.read();
-      if (done) return;
+      if (done) {
+        finished = true;
+        return;
+      }
       yield* parser.feed(value);
     }
   } finally {
+    // Without this a consumer that stops early keeps the connection (one of the browser's
+    // six per host on HTTP/1.1) open until garbage collection.
+    if (!finished) reader.cancel().catch(() => {});
     reader.releaseLock();
   }
 }
 
+/** A non-2xx answer; `status` is the HTTP status. */
+export class HttpError extends Error {
+  constructor(status, url) {
+    super(`HTTP ${status} from ${url}`);
+    this.status = status;
+  }
+
+  /** Worth retrying: the hub is busy, shutting down, or cannot reach Redis. */
+  get retryable() {
+    return this.status >= 500 || this.status === 408 || this.status === 429;
+  }
+}
+
+function sleep(ms, signal) {
+  return new Promise((resolve) => {
+    const done = () => {
+      clearTimeout(timer);
+      signal?.removeEventListener("abort", done);
+      resolve();
+    };
+    const timer = setTimeout(done, ms);
+    signal?.addEventListener("abort", done, { once: true });
+  });
+}
+
 /**
  * Follows `url` like EventSource, with fetch: sends `Last-Event-ID` on every reconnect, waits
- * the server's `retry:` between attempts, and stops on `204 No Content` (a closed channel) or
- * when `signal` aborts. `onEvent` gets each event once, in order.
+ * the server's `retry:` between attempts, and stops on `204 No Content` (a closed channel,
+ * resolves "closed") or when `signal` aborts (resolves "aborted"). `onEvent` gets each event
+ * once, in order. Network errors and 5xx/408/429 answers are retried, each reported to
+ * `onError`; any other status rejects with an `HttpError`, as EventSource gives up on them
+ * too. An exception thrown by `onEvent` or `onOpen` rejects as well.
  */
-export async function follow(url, { headers = {}, signal, onEvent, onOpen, lastEventId = "" } = {}) {
+export async function follow(url, { headers = {}, signal, onEvent, onOpen, onError, lastEventId = "" } = {}) {
   const parser = new EventStreamParser();
   parser.lastEventId = lastEventId;
   for (;;) {
     const sent = { ...headers, accept: "text/event-stream" };
     if (parser.lastEventId) sent["last-event-id"] = parser.lastEventId;
+    let inCallback = false;
     try {
       const response = await fetch(url, { headers: sent, signal, cache: "no-store" });
       if (response.status === 204) return "closed";
-      if (!response.ok) throw new Error(`HTTP ${response.status}`);
+      if (!response.ok) {
+        response.body?.cancel().catch(() => {});
+        throw new HttpError(response.status, url);
+      }
+      inCallback = true;
       if (onOpen) onOpen(response);
-      // A fresh connection starts a fresh stream: drop any half-read event.
-      Object.assign(parser, { line: "", skipLf: false, started: false, data: [], type: "" });
-      for await (const event of readEvents(response, parser)) onEvent(event);
+      inCallback = false;
+      parser.restart();
+      for await (const event of readEvents(response, parser)) {
+        if (signal?.aborted) return "aborted";
+        inCallback = true;
+        onEvent(event);
+        inCallback = false;
+      }
     } catch (err) {
+      if (inCallback || (err instanceof HttpError && !err.retryable)) throw err;
       if (signal?.aborted) return "aborted";
+      if (onError) onError(err);
     }
-    await new Promise((resolve) => setTimeout(resolve, parser.retry ?? 3000));
+    await sleep(parser.retry ?? 3000, signal);
     if (signal?.aborted) return "aborted";
   }
 }

@@ -1,6 +1,7 @@
 //! HTTP routing: turns requests into hub calls and hub results into responses, nothing more.
 
 pub mod cors;
+pub mod demo;
 pub mod ops;
 pub mod publish;
 pub mod subscribe;
@@ -56,6 +57,7 @@ pub struct App {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Route {
+    Demo,
     Publish,
     Events,
     Metrics,
@@ -67,6 +69,7 @@ enum Route {
 impl Route {
     fn of(path: &str) -> (Route, Option<&str>) {
         match path {
+            "/" => (Route::Demo, None),
             "/publish" => (Route::Publish, None),
             "/events" => (Route::Events, None),
             "/metrics" => (Route::Metrics, None),
@@ -86,6 +89,7 @@ impl Route {
 
     fn label(self) -> &'static str {
         match self {
+            Route::Demo => "demo",
             Route::Publish => "publish",
             Route::Events => "events",
             Route::Metrics => "metrics",
@@ -112,6 +116,9 @@ pub async fn handle<B: RequestBody>(app: Arc<App>, request: Request<B>) -> Respo
     let method = request.method().clone();
     let result = match (route, &method) {
         (Route::Unknown, _) => Err(ApiError::NotFound(request.uri().path().to_owned())),
+        (Route::Demo, _) if !app.config.demo => {
+            Err(ApiError::NotFound(request.uri().path().to_owned()))
+        }
         (Route::Publish | Route::Events, &Method::OPTIONS) => {
             app.cors.preflight(&request, route.allow()).map(full)
         }
@@ -122,6 +129,7 @@ pub async fn handle<B: RequestBody>(app: Arc<App>, request: Request<B>) -> Respo
                 .map(full)
         }
         (Route::Events, &Method::GET) => subscribe::handle(&app, &request, channel_path).await,
+        (Route::Demo, &Method::GET) => Ok(full(demo::page())),
         (Route::Metrics, &Method::GET) => Ok(full(ops::metrics(&app))),
         (Route::Healthz, &Method::GET) => Ok(full(ops::healthz())),
         (Route::Readyz, &Method::GET) => Ok(full(ops::readyz(&app))),

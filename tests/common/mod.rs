@@ -9,6 +9,7 @@
 //! Every wait is bounded and panics with a message saying what did not happen.
 #![allow(dead_code)]
 
+pub mod browser;
 pub mod node;
 pub mod redis_server;
 pub mod tls;
