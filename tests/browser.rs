@@ -1,7 +1,7 @@
 //! Real Chromium (headless, over WebDriver) against the hub: the browser's own EventSource
 //! across origins with CORS, reconnects with Last-Event-ID through node restarts in Redis mode,
 //! terminal events, fetch streaming with an incremental parser, the six-connection limit of
-//! HTTP/1.1, and the demo page at `/` (with a screenshot kept under
+//! HTTP/1.1 and HTTP/2 over TLS that lifts it, and the demo page at `/` (with a screenshot kept under
 //! `target/browser-artifacts/`).
 
 mod common;
@@ -710,6 +710,83 @@ async fn ten_streams_fit_one_multi_channel_eventsource_not_ten_over_http1() {
         6,
         "open: {ready:?}"
     );
+    browser.quit().await;
+    hub.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ten_eventsources_share_one_http2_connection_over_tls() {
+    let pages = PageServer::start().await;
+    let dir = std::env::temp_dir().join(format!("ssehub-browser-h2-{}", std::process::id()));
+    let certs = common::tls::make_certificates(&dir);
+    let (cert, key) = (certs.cert.clone(), certs.key.clone());
+    let hub = hub_for(&pages, move |c| {
+        c.tls_cert = Some(cert);
+        c.tls_key = Some(key);
+    })
+    .await;
+    let gauge = |series: &'static str| {
+        let ca = certs.ca.clone();
+        async move {
+            let (status, body) =
+                common::tls::request(hub.addr, &ca, "GET", "/metrics", &[], b"").await;
+            assert_eq!(status, 200, "{body}");
+            common::parse_metric(&body, series).unwrap_or(0.0)
+        }
+    };
+    let browser = Browser::start().await;
+    let hub_url = format!("https://127.0.0.1:{}", hub.addr.port());
+    let mut pairs = vec![("hub", hub_url.as_str())];
+    let srcs: Vec<String> = (1..=10).map(|i| format!("/events/h{i}")).collect();
+    pairs.extend(srcs.iter().map(|src| ("src", src.as_str())));
+    browser
+        .navigate(&pages.url("eventsource.html", &query(&pairs)))
+        .await;
+    browser
+        .wait_for(
+            "return window.sources.every((s) => s.readyState === 1)
+                || window.sources.map((s) => s.readyState)",
+            WAIT,
+            "all ten EventSources open over HTTP/2",
+        )
+        .await;
+    // Ten subscribers on one browser connection (the other connection is this request's own).
+    wait_until(WAIT, "ten subscribers on one connection", || async {
+        gauge("ssehub_subscribers").await == 10.0 && gauge("ssehub_connections").await == 2.0
+    })
+    .await;
+    let mut expected = Vec::new();
+    for i in 1..=10 {
+        let data = format!("h{i} over h2");
+        let body = json!({"channel": format!("h{i}"), "data": data}).to_string();
+        let headers = [("content-type", "application/json")];
+        let (status, answer) = common::tls::request(
+            hub.addr,
+            &certs.ca,
+            "POST",
+            "/publish",
+            &headers,
+            body.as_bytes(),
+        )
+        .await;
+        assert_eq!(status, 200, "{answer}");
+        let answer: Value = serde_json::from_str(&answer).expect("publish answer");
+        expected.push(page_event("message", &data, &answer["id"]));
+    }
+    browser
+        .wait_for(
+            "return window.report.every((r) => r.events.length === 1)
+                || window.report.map((r) => r.events.length)",
+            WAIT,
+            "each EventSource got its channel's event",
+        )
+        .await;
+    tokio::time::sleep(common::QUIET).await;
+    let report = browser.execute("return window.report", json!([])).await;
+    for (i, entry) in report.as_array().expect("report").iter().enumerate() {
+        assert_eq!(entry["events"], json!([expected[i]]), "source {i}");
+        assert_eq!(entry["opens"], 1, "source {i}");
+    }
     browser.quit().await;
     hub.stop().await;
 }

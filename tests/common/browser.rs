@@ -106,6 +106,8 @@ impl Browser {
             "browserName": "chrome",
             "goog:chromeOptions": {"binary": chromium, "args": args},
             "timeouts": {"script": SCRIPT_TIMEOUT.as_millis() as u64, "pageLoad": 8_000},
+            // HTTPS hubs in the tests use a test CA Chromium does not know.
+            "acceptInsecureCerts": true,
         }}});
         let created = browser.call("POST", "/session", capabilities).await;
         browser.session = created["sessionId"]

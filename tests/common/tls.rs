@@ -68,3 +68,45 @@ pub async fn connect(addr: SocketAddr, ca: &Path, alpn: &[&[u8]]) -> TlsStream<T
         .expect("TLS handshake timed out")
         .expect("TLS handshake")
 }
+
+/// One HTTP/1.1 request over TLS (no ALPN offered), answered with `connection: close`:
+/// returns the status and the body. For the few plain requests of TLS tests.
+pub async fn request(
+    addr: SocketAddr,
+    ca: &Path,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = connect(addr, ca, &[]).await;
+    let mut head = format!(
+        "{method} {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\ncontent-length: {}\r\n",
+        body.len()
+    );
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    head.push_str("\r\n");
+    let mut answer = Vec::new();
+    let exchange = async {
+        stream.write_all(head.as_bytes()).await?;
+        stream.write_all(body).await?;
+        stream.read_to_end(&mut answer).await
+    };
+    // A peer that closes without close_notify is fine: the answer is delimited by its length.
+    let _ = tokio::time::timeout(super::REQUEST_TIMEOUT, exchange)
+        .await
+        .expect("TLS request within the timeout");
+    let answer = String::from_utf8_lossy(&answer).into_owned();
+    let (head, body) = answer
+        .split_once("\r\n\r\n")
+        .unwrap_or_else(|| panic!("{method} {path}: no complete answer: {answer:?}"));
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("{method} {path}: bad status line in {head:?}"));
+    (status, body.to_owned())
+}
