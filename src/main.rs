@@ -45,6 +45,7 @@ async fn main() -> ExitCode {
         _ => {}
     }
     init_logging(&config);
+    raise_open_file_limit(config.max_connections);
     let listener = match listen(config.listen) {
         Ok(listener) => listener,
         Err(err) => {
@@ -129,6 +130,25 @@ async fn health(listen: std::net::SocketAddr) -> ExitCode {
             eprintln!("ssehub health: {addr}: no answer within 2s");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Descriptors the hub needs besides its connections (listener, Redis, logs), roughly.
+const SPARE_FILES: u64 = 64;
+
+/// Raises the soft open-file limit to the hard one: every connection is a descriptor, and many
+/// runtimes start processes with a soft limit of 1024. Warns when it stays below what
+/// `max-connections` needs, since connections beyond it fail at accept.
+fn raise_open_file_limit(max_connections: usize) {
+    let needed = max_connections as u64 + SPARE_FILES;
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) if limit < needed => tracing::warn!(
+            limit,
+            max_connections,
+            "open-file limit is below max-connections; raise it (ulimit -n, LimitNOFILE)"
+        ),
+        Ok(limit) => tracing::debug!(limit, "open-file limit"),
+        Err(err) => tracing::warn!(error = %err, "cannot raise the open-file limit"),
     }
 }
 

@@ -413,3 +413,54 @@ async fn default_settings_publish_reaches_subscriber() {
         .await;
     assert_eq!(status.code(), Some(0), "{}", server.log_text());
 }
+
+// ---------------------------------------------------------------------------------------------
+// Open-file limit
+
+/// Soft and hard "Max open files" of a process, from `/proc/<pid>/limits`.
+fn open_file_limits(pid: u32) -> (String, String) {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).expect("read limits");
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .expect("a Max open files line");
+    let mut values = line["Max open files".len()..].split_whitespace();
+    let soft = values.next().expect("soft limit").to_owned();
+    let hard = values.next().expect("hard limit").to_owned();
+    (soft, hard)
+}
+
+#[tokio::test]
+async fn soft_open_file_limit_is_raised_to_the_hard_one_at_start() {
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    // Started with a soft limit of 256, as some container runtimes do (1024 there).
+    let mut child = tokio::process::Command::new("sh")
+        .args(["-c", "ulimit -Sn 256 && exec \"$0\" \"$@\""])
+        .args([common::node::BIN, "--listen", &listen])
+        .args(["--max-connections", "1000000000"])
+        .env_remove("RUST_LOG")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn ssehub under sh");
+    let pid = child.id().expect("pid");
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let mut log = Vec::new();
+    let deadline = Instant::now() + common::node::START_TIMEOUT;
+    while !log.iter().any(|l: &String| l.contains("ssehub listening")) {
+        match tokio::time::timeout_at(deadline, lines.next_line()).await {
+            Ok(Ok(Some(line))) => log.push(line),
+            other => panic!("no 'ssehub listening' line ({other:?}); log: {log:?}"),
+        }
+    }
+    let (soft, hard) = open_file_limits(pid);
+    assert_ne!(soft, "256", "the soft limit was not raised");
+    assert_eq!(soft, hard, "soft limit raised to the hard limit");
+    assert!(
+        log.iter()
+            .any(|l| l.contains("open-file limit is below max-connections")),
+        "a max-connections above the limit is warned about: {log:?}"
+    );
+}
