@@ -209,7 +209,7 @@ pub enum Command {
         ttl: String,
     },
     /// Exit 0 if the hub at the configured listen address answers `GET /healthz` with 200
-    /// (for container health checks; plain HTTP only).
+    /// within 2 s (for container health checks; over TLS when --tls-cert is set).
     Health,
 }
 

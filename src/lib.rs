@@ -6,6 +6,7 @@ pub mod broker;
 pub mod config;
 pub mod connection;
 pub mod error;
+pub mod health;
 pub mod http;
 pub mod hub;
 pub mod limits;

@@ -41,7 +41,15 @@ async fn main() -> ExitCode {
             println!("{config:#?}");
             return ExitCode::SUCCESS;
         }
-        Some(Command::Health) => return health(config.listen).await,
+        Some(Command::Health) => {
+            return match ssehub::health::probe(&config).await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(err) => {
+                    eprintln!("ssehub health: {err}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         _ => {}
     }
     init_logging(&config);
@@ -92,43 +100,6 @@ fn mint_token(key: &str, publish: &[String], subscribe: &[String], ttl: &str) ->
         Err(err) => {
             eprintln!("ssehub token: {err}");
             ExitCode::from(2)
-        }
-    }
-}
-
-/// `ssehub health`: asks the hub at `listen` (loopback when it listens on every address) for
-/// `/healthz`, within 2 s. Images without curl use it as their health check.
-async fn health(listen: std::net::SocketAddr) -> ExitCode {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut addr = listen;
-    if addr.ip().is_unspecified() {
-        addr.set_ip(match addr {
-            std::net::SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
-            std::net::SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
-        });
-    }
-    let check = async {
-        let mut stream = tokio::net::TcpStream::connect(addr).await?;
-        let request = format!("GET /healthz HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n\r\n");
-        stream.write_all(request.as_bytes()).await?;
-        let mut answer = Vec::with_capacity(256);
-        stream.take(4096).read_to_end(&mut answer).await?;
-        Ok::<_, std::io::Error>(answer)
-    };
-    match tokio::time::timeout(std::time::Duration::from_secs(2), check).await {
-        Ok(Ok(answer)) if answer.starts_with(b"HTTP/1.1 200 ") => ExitCode::SUCCESS,
-        Ok(Ok(answer)) => {
-            let status = answer.split(|&b| b == b'\r').next().unwrap_or_default();
-            eprintln!("ssehub health: {addr}: {}", String::from_utf8_lossy(status));
-            ExitCode::FAILURE
-        }
-        Ok(Err(err)) => {
-            eprintln!("ssehub health: {addr}: {err}");
-            ExitCode::FAILURE
-        }
-        Err(_) => {
-            eprintln!("ssehub health: {addr}: no answer within 2s");
-            ExitCode::FAILURE
         }
     }
 }

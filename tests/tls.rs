@@ -238,3 +238,44 @@ async fn unusable_certificate_or_key_stops_the_start() {
         "a certificate without a key is refused"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn health_probe_speaks_tls_and_trusts_only_the_configured_certificate() {
+    let certs = make_certificates(&temp_dir("health"));
+    let other = make_certificates(&temp_dir("health-other"));
+    let hub = https_hub(&certs).await;
+    let listen = hub.addr.to_string();
+    let path = |p: &PathBuf| p.to_str().expect("utf-8 path").to_owned();
+    let probe = |cert: String, key: String| {
+        let listen = listen.clone();
+        async move {
+            let args = [
+                "health",
+                "--listen",
+                &listen,
+                "--tls-cert",
+                &cert,
+                "--tls-key",
+                &key,
+            ];
+            common::node::run(&args, &[]).await
+        }
+    };
+    let ok = probe(path(&certs.cert), path(&certs.key)).await;
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let impostor = probe(path(&other.cert), path(&other.key)).await;
+    assert_eq!(impostor.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&impostor.stderr);
+    assert!(stderr.contains("certificate"), "{stderr}");
+    let plain = common::node::run(&["health", "--listen", &listen], &[]).await;
+    assert_eq!(
+        plain.status.code(),
+        Some(1),
+        "plain HTTP to a TLS port is unhealthy"
+    );
+    hub.stop().await;
+}
