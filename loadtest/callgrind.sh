@@ -1,0 +1,122 @@
+#!/usr/bin/env bash
+# User-space instructions per delivery of ssehub and of Nchan, counted by valgrind's callgrind.
+# Counts are repeatable on this noisy shared machine (seconds are not), so they compare commits
+# and servers stably; kernel work (the TCP send path, most of the CPU here) is not counted, so
+# they complement compare.sh's CPU seconds instead of replacing them.
+#
+# Each server runs as ONE process under callgrind (Nchan with `master_process off`) twice: a
+# fan-out of M1 and then of M2 events to N subscribers on one channel. Fixed costs (start,
+# connects, shutdown) cancel out in (Ir(M2) - Ir(M1)) / (N * (M2 - M1)).
+#
+# Usage: loadtest/callgrind.sh [--name NAME] [--only ssehub|nchan] [-n SUBS] [--m1 EVENTS] [--m2 EVENTS]
+# Needs valgrind (apt-get install -y valgrind), and nginx + libnginx-mod-nchan for Nchan.
+# Writes loadtest/results/<NAME>.md (default name: callgrind).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+NAME=callgrind
+ONLY="ssehub,nchan"
+SUBS=200
+M1=40
+M2=120
+RATE=10
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --name) NAME="$2"; shift 2 ;;
+    --only) ONLY="$2"; shift 2 ;;
+    -n) SUBS="$2"; shift 2 ;;
+    --m1) M1="$2"; shift 2 ;;
+    --m2) M2="$2"; shift 2 ;;
+    *) echo "unknown argument: $1" >&2; exit 2 ;;
+  esac
+done
+[ "$M2" -gt "$M1" ] || { echo "--m2 must be larger than --m1" >&2; exit 2; }
+command -v valgrind >/dev/null || { echo "valgrind is missing: apt-get install -y valgrind" >&2; exit 2; }
+
+echo "== building ssehub and the load tool (release)"
+cargo build --release -p ssehub -p ssehub-loadtest
+LT="$PWD/target/release/ssehub-loadtest"
+HUB="$PWD/target/release/ssehub"
+WORK="$(mktemp -d /tmp/ssehub-callgrind.XXXXXX)"
+SERVER_PID=""
+cleanup() {
+  if [ -n "$SERVER_PID" ]; then kill "$SERVER_PID" 2>/dev/null || true; fi
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+wait_port() {
+  # Programs start slowly under valgrind.
+  for _ in $(seq 1 600); do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
+    sleep 0.1
+  done
+  echo "server on port $1 did not start under valgrind" >&2
+  return 1
+}
+
+# measure SERVER EVENTS: prints the program's total instruction count (Ir) for a fan-out of
+# EVENTS events to SUBS subscribers.
+measure() {
+  local server="$1" events="$2" port out
+  port="$("$LT" free-port)"
+  out="$WORK/$server-$events.callgrind"
+  local grind=(valgrind --tool=callgrind --callgrind-out-file="$out")
+  case "$server" in
+    ssehub)
+      "${grind[@]}" "$HUB" --listen "127.0.0.1:$port" --max-connections 19000 >"$WORK/log" 2>&1 &
+      SERVER_PID=$!
+      SUB_URL="http://127.0.0.1:$port/events/{channel}"
+      PUB_URL="http://127.0.0.1:$port/publish/{channel}"
+      ;;
+    nchan)
+      local dir="$WORK/nginx-$port"
+      mkdir -p "$dir"
+      sed -e "s|@PORT@|$port|g" -e "s|@DIR@|$dir|g" -e 's|^master_process on;|master_process off;|' \
+        loadtest/nchan/nginx.conf >"$dir/nginx.conf"
+      "${grind[@]}" nginx -c "$dir/nginx.conf" -p "$dir" >"$WORK/log" 2>&1 &
+      SERVER_PID=$!
+      SUB_URL="http://127.0.0.1:$port/sub/{channel}"
+      PUB_URL="http://127.0.0.1:$port/pub/{channel}"
+      ;;
+  esac
+  wait_port "$port"
+  if ! "$LT" fanout --label "$server" --sub-url "$SUB_URL" --pub-url "$PUB_URL" \
+    --server-pid "$SERVER_PID" -n "$SUBS" -c 1 -r "$RATE" -m "$events" >"$WORK/run" 2>&1; then
+    cat "$WORK/run" >&2
+    echo "the fan-out on $server was not exact: no count" >&2
+    return 1
+  fi
+  kill -TERM "$SERVER_PID"
+  wait "$SERVER_PID" 2>/dev/null || true
+  SERVER_PID=""
+  callgrind_annotate "$out" 2>/dev/null | awk '/PROGRAM TOTALS/ && !seen { gsub(",", "", $1); print $1; seen = 1 }'
+}
+
+ROWS=()
+for server in ${ONLY//,/ }; do
+  echo "== $server: $SUBS subscribers, $M1 then $M2 events at $RATE/s, under callgrind"
+  ir1="$(measure "$server" "$M1")"
+  ir2="$(measure "$server" "$M2")"
+  per=$(awk -v a="$ir1" -v b="$ir2" -v n="$SUBS" -v m1="$M1" -v m2="$M2" \
+    'BEGIN { printf "%.0f", (b - a) / (n * (m2 - m1)) }')
+  echo "$server: Ir $ir1 ($M1 events), $ir2 ($M2 events): $per instructions per delivery"
+  ROWS+=("| $server | $ir1 | $ir2 | $((SUBS * (M2 - M1))) | $per |")
+done
+
+HUB_VERSION="ssehub $(git rev-parse --short HEAD 2>/dev/null || echo '?')"
+{
+  echo "# User-space instructions per delivery (callgrind): $NAME"
+  echo
+  echo "$HUB_VERSION; Nchan $(dpkg-query -W -f='${Version}' libnginx-mod-nchan 2>/dev/null || echo '?') in one nginx process (\`master_process off\`); $(valgrind --version)."
+  echo "Fan-out to $SUBS subscribers on one channel at $RATE events/s, 100-byte payloads, every run exact."
+  echo "Instructions per delivery = (Ir($M2 events) - Ir($M1 events)) / ($SUBS × ($M2 - $M1)): start, connects"
+  echo "and shutdown cancel out. User space only: the kernel's TCP work per delivery is not counted."
+  echo
+  echo "| server | Ir, $M1 events | Ir, $M2 events | deliveries between | instructions per delivery |"
+  echo "|---|---|---|---|---|"
+  printf '%s\n' "${ROWS[@]}"
+  echo
+  echo "Reproduce: \`loadtest/callgrind.sh --name $NAME -n $SUBS --m1 $M1 --m2 $M2\`"
+} >"loadtest/results/$NAME.md"
+echo "== wrote loadtest/results/$NAME.md"
