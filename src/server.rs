@@ -197,25 +197,17 @@ async fn serve_connection(
     tls: Option<TlsAcceptor>,
 ) {
     if let Some(tls) = tls {
-        let handshake = tokio::time::timeout(header_read_timeout, tls.accept(stream));
-        match handshake.await {
-            Ok(Ok(stream)) => {
-                let head = bytes::Bytes::new();
-                serve_with_hyper(
-                    app,
-                    builder,
-                    watcher,
-                    stream,
-                    head,
-                    handle,
-                    header_read_timeout,
-                )
-                .await
-            }
-            Ok(Err(err)) => tracing::debug!(error = %err, "TLS handshake failed"),
-            Err(_) => tracing::debug!("no TLS handshake within header-read-timeout"),
-        }
-        return;
+        // Boxed: inline, its state would enlarge every plain connection's task as well.
+        let serve = serve_tls(
+            tls,
+            app,
+            builder,
+            watcher,
+            stream,
+            handle,
+            header_read_timeout,
+        );
+        return Box::pin(serve).await;
     }
     // Boxed and gone once the stream runs: only the stream's own state stays per subscriber.
     let setup = Box::pin(route(
@@ -228,6 +220,36 @@ async fn serve_connection(
     ));
     if let Some(events) = setup.await {
         events.run().await;
+    }
+}
+
+/// Serves an HTTPS connection with hyper (HTTP/2 or HTTP/1.1, as ALPN chose) once its TLS
+/// handshake finishes within `header_read_timeout`.
+async fn serve_tls(
+    tls: TlsAcceptor,
+    app: Arc<App>,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    watcher: Watcher,
+    stream: TcpStream,
+    handle: ConnectionHandle,
+    header_read_timeout: Duration,
+) {
+    match tokio::time::timeout(header_read_timeout, tls.accept(stream)).await {
+        Ok(Ok(stream)) => {
+            let head = bytes::Bytes::new();
+            serve_with_hyper(
+                app,
+                builder,
+                watcher,
+                stream,
+                head,
+                handle,
+                header_read_timeout,
+            )
+            .await
+        }
+        Ok(Err(err)) => tracing::debug!(error = %err, "TLS handshake failed"),
+        Err(_) => tracing::debug!("no TLS handshake within header-read-timeout"),
     }
 }
 

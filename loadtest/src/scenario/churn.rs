@@ -14,6 +14,9 @@ use crate::report::{ChurnReport, PublishReport, Report};
 use crate::subscriber::Shared;
 use crate::tracker::Counts;
 
+/// Silence after which the last events are taken to have arrived everywhere.
+const SETTLE: Duration = Duration::from_millis(300);
+
 /// Options of `churn`.
 #[derive(Debug, Clone, clap::Args, Serialize, Deserialize)]
 pub struct ChurnArgs {
@@ -83,9 +86,12 @@ pub async fn run(common: &Common, args: &ChurnArgs) -> Result<Report, String> {
         .enumerate()
         .map(|(c, &n)| n * subscribers_per_channel(c))
         .sum();
-    // Short-lived subscribers add deliveries too: wait for the steady ones' share at least.
+    // Short-lived subscribers' deliveries count too, so the total reaches the steady ones'
+    // share before the last events reached every steady subscriber: wait for the share, then
+    // until deliveries stop.
     let quiet = Duration::from_secs_f64(common.drain_timeout.max(0.1));
     super::drain(&shared, steady_expected, quiet).await;
+    super::settle(&shared, SETTLE).await;
 
     let mut report = setup.report(
         "churn",

@@ -327,6 +327,22 @@ pub(crate) async fn drain(shared: &Shared, expected: u64, quiet: Duration) {
     }
 }
 
+/// Waits until no delivery arrived for `quiet` (bounded by a minute): for runs whose total
+/// count cannot tell when every subscriber got its last event.
+pub(crate) async fn settle(shared: &Shared, quiet: Duration) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut last = shared.deliveries.load(Relaxed);
+    let mut last_change = Instant::now();
+    while Instant::now() < deadline && last_change.elapsed() < quiet {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        let now = shared.deliveries.load(Relaxed);
+        if now != last {
+            last = now;
+            last_change = Instant::now();
+        }
+    }
+}
+
 /// Tells every subscriber to close and collects what each saw (bounded by a minute).
 pub(crate) async fn finish(
     stop: &tokio::sync::watch::Sender<bool>,
