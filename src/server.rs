@@ -148,15 +148,13 @@ pub async fn run(
             cut: Cut::new(),
             peer: peer.ip(),
         };
-        let connection = serve_connection(
-            app.clone(),
-            builder.clone(),
-            graceful.watcher(),
-            stream,
+        let serving = Serving {
+            app: app.clone(),
+            builder: builder.clone(),
+            watcher: graceful.watcher(),
             handle,
-            config.header_read_timeout,
-            tls.clone(),
-        );
+        };
+        let connection = serve_connection(serving, stream, tls.clone());
         connections.spawn(async move {
             connection.await;
             drop((open, slot));
@@ -185,69 +183,33 @@ pub async fn run(
     Ok(())
 }
 
-/// Serves one connection: an HTTP/1.1 event stream directly, anything else with hyper
-/// (HTTP/1.1 or h2c; everything over TLS), until it ends or the hub cuts it.
-async fn serve_connection(
+/// What serving one connection needs besides its socket.
+struct Serving {
     app: Arc<App>,
     builder: Arc<auto::Builder<TokioExecutor>>,
     watcher: Watcher,
-    stream: TcpStream,
     handle: ConnectionHandle,
-    header_read_timeout: Duration,
-    tls: Option<TlsAcceptor>,
-) {
+}
+
+/// Serves one connection: an HTTP/1.1 event stream directly, anything else with hyper
+/// (HTTP/1.1 or h2c; everything over TLS), until it ends or the hub cuts it.
+async fn serve_connection(serving: Serving, stream: TcpStream, tls: Option<TlsAcceptor>) {
     if let Some(tls) = tls {
         // Boxed: inline, its state would enlarge every plain connection's task as well.
-        let serve = serve_tls(
-            tls,
-            app,
-            builder,
-            watcher,
-            stream,
-            handle,
-            header_read_timeout,
-        );
-        return Box::pin(serve).await;
+        return Box::pin(serve_tls(serving, tls, stream)).await;
     }
     // Boxed and gone once the stream runs: only the stream's own state stays per subscriber.
-    let setup = Box::pin(route(
-        app,
-        builder,
-        watcher,
-        stream,
-        handle,
-        header_read_timeout,
-    ));
-    if let Some(events) = setup.await {
+    if let Some(events) = Box::pin(route(serving, stream)).await {
         events.run().await;
     }
 }
 
 /// Serves an HTTPS connection with hyper (HTTP/2 or HTTP/1.1, as ALPN chose) once its TLS
-/// handshake finishes within `header_read_timeout`.
-async fn serve_tls(
-    tls: TlsAcceptor,
-    app: Arc<App>,
-    builder: Arc<auto::Builder<TokioExecutor>>,
-    watcher: Watcher,
-    stream: TcpStream,
-    handle: ConnectionHandle,
-    header_read_timeout: Duration,
-) {
-    match tokio::time::timeout(header_read_timeout, tls.accept(stream)).await {
-        Ok(Ok(stream)) => {
-            let head = bytes::Bytes::new();
-            serve_with_hyper(
-                app,
-                builder,
-                watcher,
-                stream,
-                head,
-                handle,
-                header_read_timeout,
-            )
-            .await
-        }
+/// handshake finishes within `header-read-timeout`.
+async fn serve_tls(serving: Serving, tls: TlsAcceptor, stream: TcpStream) {
+    let timeout = serving.app.config.header_read_timeout;
+    match tokio::time::timeout(timeout, tls.accept(stream)).await {
+        Ok(Ok(stream)) => serve_with_hyper(serving, stream, bytes::Bytes::new()).await,
         Ok(Err(err)) => tracing::debug!(error = %err, "TLS handshake failed"),
         Err(_) => tracing::debug!("no TLS handshake within header-read-timeout"),
     }
@@ -255,47 +217,32 @@ async fn serve_tls(
 
 /// Reads the first request head and hands the connection to the direct event-stream path
 /// (returning the stream to run) or to hyper (serving it to the end).
-async fn route(
-    app: Arc<App>,
-    builder: Arc<auto::Builder<TokioExecutor>>,
-    watcher: Watcher,
-    mut stream: TcpStream,
-    handle: ConnectionHandle,
-    header_read_timeout: Duration,
-) -> Option<EventStream> {
-    let Some(head) = stream_connection::read_head(&mut stream, header_read_timeout).await else {
+async fn route(serving: Serving, mut stream: TcpStream) -> Option<EventStream> {
+    let timeout = serving.app.config.header_read_timeout;
+    let Some(head) = stream_connection::read_head(&mut stream, timeout).await else {
         tracing::debug!("no request within header-read-timeout");
         return None;
     };
     if let Some(request) = stream_connection::event_stream_request(&head) {
         drop(head);
-        return stream_connection::respond(app, stream, request, handle).await;
+        return stream_connection::respond(serving.app, stream, request, serving.handle).await;
     }
-    serve_with_hyper(
-        app,
-        builder,
-        watcher,
-        stream,
-        head.freeze(),
-        handle,
-        header_read_timeout,
-    )
-    .await;
+    serve_with_hyper(serving, stream, head.freeze()).await;
     None
 }
 
 /// Serves the connection with hyper (HTTP/1.1 or HTTP/2), `head` first.
-async fn serve_with_hyper<S>(
-    app: Arc<App>,
-    builder: Arc<auto::Builder<TokioExecutor>>,
-    watcher: Watcher,
-    stream: S,
-    head: bytes::Bytes,
-    handle: ConnectionHandle,
-    header_read_timeout: Duration,
-) where
+async fn serve_with_hyper<S>(serving: Serving, stream: S, head: bytes::Bytes)
+where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let Serving {
+        app,
+        builder,
+        watcher,
+        handle,
+    } = serving;
+    let header_read_timeout = app.config.header_read_timeout;
     let cut = handle.cut.clone();
     let served = Arc::new(AtomicBool::new(false));
     let first_request = served.clone();
