@@ -6,7 +6,6 @@ mod common;
 // their token expires, and the `ssehub token` / `check-config` commands of the binary.
 
 use std::path::PathBuf;
-use std::process::{Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -118,24 +117,8 @@ impl Drop for TempDir {
     }
 }
 
-/// Runs `program args...` to completion within [`RUN_TIMEOUT`].
-async fn run_program(program: &str, args: &[&str]) -> Output {
-    let child = tokio::process::Command::new(program)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap_or_else(|e| panic!("spawn {program}: {e}"));
-    match tokio::time::timeout(RUN_TIMEOUT, child.wait_with_output()).await {
-        Ok(output) => output.unwrap_or_else(|e| panic!("wait for {program}: {e}")),
-        Err(_) => panic!("{program} {args:?} did not exit within {RUN_TIMEOUT:?}"),
-    }
-}
-
 async fn openssl(args: &[&str]) {
-    let output = run_program("openssl", args).await;
+    let output = common::run_program("openssl", "openssl", args, RUN_TIMEOUT).await;
     assert!(
         output.status.success(),
         "openssl {args:?} failed with {}: {}",

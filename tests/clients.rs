@@ -44,6 +44,14 @@ impl Lang {
         }
     }
 
+    /// The Debian package tests/run.sh installs for it.
+    fn package(self) -> &'static str {
+        match self {
+            Lang::Node => "nodejs",
+            Lang::Python => "python3",
+        }
+    }
+
     fn script(self) -> String {
         match self {
             Lang::Node => format!("{DIR}/examples/clients/node-client.mjs"),
@@ -52,25 +60,9 @@ impl Lang {
     }
 }
 
-/// Runs `program args...` to completion within `timeout`; panics clearly when it is missing.
-async fn run(program: &str, args: &[&str], timeout: Duration) -> std::process::Output {
-    let child = Command::new(program)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run `{program}` ({e}); tests/run.sh installs it"));
-    match tokio::time::timeout(timeout, child.wait_with_output()).await {
-        Ok(output) => output.unwrap_or_else(|e| panic!("waiting for {program}: {e}")),
-        Err(_) => panic!("{program} {args:?} did not finish within {timeout:?}"),
-    }
-}
-
 /// Panics unless `node` (18 or later: global fetch and TextDecoderStream) or `python3` runs.
 async fn require(lang: Lang) {
-    let output = run(lang.program(), &["--version"], T).await;
+    let output = common::run_program(lang.program(), lang.package(), &["--version"], T).await;
     let version = String::from_utf8_lossy(&output.stdout).to_string()
         + &String::from_utf8_lossy(&output.stderr);
     assert!(
@@ -524,7 +516,13 @@ async fn python_sends_its_token_and_gives_up_when_refused() {
 async fn parser_check(lang: Lang, script: &str) -> Value {
     require(lang).await;
     let script = format!("{DIR}/{script}");
-    let output = run(lang.program(), &[&script], Duration::from_secs(120)).await;
+    let output = common::run_program(
+        lang.program(),
+        lang.package(),
+        &[&script],
+        Duration::from_secs(120),
+    )
+    .await;
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(
         output.status.success(),

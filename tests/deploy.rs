@@ -100,20 +100,6 @@ fn spawn_tool(program: &str, package: &str, command: &mut Command) -> Child {
         })
 }
 
-/// Runs `program args...` to completion within [`TOOL_TIMEOUT`].
-async fn tool(program: &str, package: &str, args: &[&str]) -> Output {
-    let mut command = Command::new(program);
-    command
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let child = spawn_tool(program, package, &mut command);
-    match tokio::time::timeout(TOOL_TIMEOUT, child.wait_with_output()).await {
-        Ok(output) => output.unwrap_or_else(|e| panic!("wait for {program}: {e}")),
-        Err(_) => panic!("{program} {args:?} did not finish within {TOOL_TIMEOUT:?}"),
-    }
-}
-
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
@@ -386,7 +372,7 @@ async fn promtool_checks_config_and_rules_and_runs_the_alert_unit_tests() {
         ),
         (vec!["test", "rules", tests.to_str().unwrap()], "test rules"),
     ] {
-        let output = tool("promtool", "Debian's prometheus", &args).await;
+        let output = common::run_program("promtool", "prometheus", &args, TOOL_TIMEOUT).await;
         assert_success(&output, &format!("promtool {what}"));
         println!("promtool {what}: {}", text(&output.stdout).trim());
     }
@@ -856,7 +842,13 @@ async fn systemd_analyze_verifies_the_unit_and_rates_it_hardened() {
     .expect("write unit");
     let unit = unit.to_str().unwrap();
 
-    let verify = tool("systemd-analyze", "Debian's systemd", &["verify", unit]).await;
+    let verify = common::run_program(
+        "systemd-analyze",
+        "systemd",
+        &["verify", unit],
+        TOOL_TIMEOUT,
+    )
+    .await;
     assert_success(&verify, "systemd-analyze verify");
     // verify only warns (exit 0) on unknown keys and bad values: any output is a finding.
     assert!(
@@ -867,9 +859,9 @@ async fn systemd_analyze_verifies_the_unit_and_rates_it_hardened() {
     );
 
     // Exposure 0.0 (locked down) .. 10.0 (unprotected); the threshold is in tenths: <= 2.0.
-    let security = tool(
+    let security = common::run_program(
         "systemd-analyze",
-        "Debian's systemd",
+        "systemd",
         &[
             "security",
             "--offline=true",
@@ -877,6 +869,7 @@ async fn systemd_analyze_verifies_the_unit_and_rates_it_hardened() {
             "--no-pager",
             unit,
         ],
+        TOOL_TIMEOUT,
     )
     .await;
     let report = text(&security.stdout);
@@ -1094,7 +1087,7 @@ async fn docker_build_context_keeps_the_locked_workspace() {
     }
     copy(&repo(), context.path(), "", &ignored);
     let manifest = context.path().join("Cargo.toml");
-    let output = tool(
+    let output = common::run_program(
         env!("CARGO"),
         "the Rust toolchain",
         &[
@@ -1105,6 +1098,7 @@ async fn docker_build_context_keeps_the_locked_workspace() {
             "--manifest-path",
             manifest.to_str().unwrap(),
         ],
+        TOOL_TIMEOUT,
     )
     .await;
     assert_success(

@@ -15,8 +15,8 @@ use std::time::Duration;
 use common::node::{free_port, Server};
 use common::redis_server::RedisServer;
 use common::{
-    assert_error, assert_quiet, metric, publish, publish_raw, request, seq, wait_until, SseClient,
-    SseEvent,
+    assert_error, assert_quiet, metric, publish, publish_ok, publish_raw, request, seq, wait_until,
+    SseClient, SseEvent,
 };
 use serde_json::json;
 use tokio::process::{Child, Command};
@@ -258,21 +258,6 @@ async fn subscribe(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Ss
         "GET {path} via {addr}: a compressed stream is held back"
     );
     client
-}
-
-/// Publishes `data` to `channel` through `addr`; asserts 200 and returns the receipt id.
-async fn publish_ok(addr: SocketAddr, channel: &str, data: &str) -> String {
-    let response = publish(addr, json!({"channel": channel, "data": data})).await;
-    assert_eq!(
-        response.status,
-        200,
-        "publish {data:?} to {channel:?} via {addr}: {}",
-        response.text()
-    );
-    response.json()["id"]
-        .as_str()
-        .unwrap_or_else(|| panic!("publish via {addr}: no id in {}", response.text()))
-        .to_string()
 }
 
 /// `(id, data)` of each event.

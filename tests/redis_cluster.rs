@@ -9,7 +9,9 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use common::redis_server::RedisServer;
-use common::{metric, publish, request, wait_until, Hub, Response, SseClient, SseEvent};
+use common::{
+    metric, publish, publish_ok, request, wait_until, Hub, Response, SseClient, SseEvent,
+};
 use serde_json::{json, Value};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
@@ -49,23 +51,6 @@ async fn wait_ready(addr: SocketAddr, ready: bool) {
         move || async move { readyz(addr).await == want },
     )
     .await;
-}
-
-/// Publishes `data` to `channel` through `addr`; asserts 200 and returns the receipt id.
-async fn publish_ok(addr: SocketAddr, channel: &str, data: &str) -> String {
-    let response = publish(addr, json!({"channel": channel, "data": data})).await;
-    assert_eq!(
-        response.status,
-        200,
-        "publish {data:?} to {channel:?} via {addr}: {}",
-        response.text()
-    );
-    let receipt = response.json();
-    assert_eq!(receipt["channel"], channel, "receipt {receipt}");
-    receipt["id"]
-        .as_str()
-        .unwrap_or_else(|| panic!("publish to {channel:?}: no id in {receipt}"))
-        .to_string()
 }
 
 /// Opens `GET path` with `headers` and asserts a `200` event stream.

@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use common::node::Node;
 use common::redis_server::RedisServer;
-use common::{metric, publish, request, wait_until, Hub, SseClient, SseEvent};
+use common::{metric, publish, publish_ok, request, wait_until, Hub, SseClient, SseEvent};
 use serde_json::json;
 use tokio::time::Instant;
 
@@ -61,23 +61,6 @@ async fn subscribe(addr: SocketAddr, channel: &str, last_id: Option<&str>) -> Ss
         client.headers
     );
     client
-}
-
-/// Publishes `data` to `channel` through `addr`; panics unless 200. Returns the event id.
-async fn publish_ok(addr: SocketAddr, channel: &str, data: &str) -> String {
-    let response = publish(addr, json!({"channel": channel, "data": data})).await;
-    assert_eq!(
-        response.status,
-        200,
-        "publish {data:?} to {channel} via {addr}: {}",
-        response.text()
-    );
-    let body = response.json();
-    assert_eq!(body["channel"], channel, "{body}");
-    body["id"]
-        .as_str()
-        .unwrap_or_else(|| panic!("publish answer without an id: {body}"))
-        .to_string()
 }
 
 /// `EPOCH-SEQ` split in its parts.

@@ -973,3 +973,41 @@ pub async fn h2_connect(addr: SocketAddr) -> H2 {
     tokio::spawn(conn);
     send
 }
+
+/// `POST /publish` of `data` to `channel` through `addr`; panics unless 200. Returns the id.
+pub async fn publish_ok(addr: SocketAddr, channel: &str, data: &str) -> String {
+    let response = publish(addr, serde_json::json!({"channel": channel, "data": data})).await;
+    assert_eq!(
+        response.status,
+        200,
+        "publish {data:?} to {channel:?} via {addr}: {}",
+        response.text()
+    );
+    let body = response.json();
+    body["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("publish to {channel:?} via {addr}: no id in {body}"))
+        .to_string()
+}
+
+/// Runs `program args...` to completion within `timeout`, output captured; when the program is
+/// missing, panics naming `package`, which tests/run.sh installs.
+pub async fn run_program(
+    program: &str,
+    package: &str,
+    args: &[&str],
+    timeout: Duration,
+) -> std::process::Output {
+    let child = tokio::process::Command::new(program)
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {program} ({e}): tests/run.sh installs {package}"));
+    match tokio::time::timeout(timeout, child.wait_with_output()).await {
+        Ok(output) => output.unwrap_or_else(|e| panic!("waiting for {program}: {e}")),
+        Err(_) => panic!("{program} {args:?} did not finish within {timeout:?}"),
+    }
+}
