@@ -879,21 +879,26 @@ async fn demo_text(browser: &Browser, id: &str) -> String {
     text.as_str().expect("text").to_owned()
 }
 
+/// Clicks the demo's Subscribe button and waits until its state says `open`.
+async fn demo_subscribe(browser: &Browser, what: &str) {
+    click(browser, "subscribe").await;
+    browser
+        .wait_for(
+            "return document.getElementById('state').textContent === 'open'
+                || document.getElementById('state').textContent",
+            WAIT,
+            what,
+        )
+        .await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn demo_page_subscribes_publishes_and_resumes() {
     let hub = Hub::start().await;
     let browser = Browser::start().await;
     browser.navigate(&format!("http://{}/", hub.addr)).await;
     fill(&browser, "channels", json!("demo/news")).await;
-    click(&browser, "subscribe").await;
-    browser
-        .wait_for(
-            "return document.getElementById('state').textContent === 'open'
-                || document.getElementById('state').textContent",
-            WAIT,
-            "the demo page subscribed",
-        )
-        .await;
+    demo_subscribe(&browser, "the demo page subscribed").await;
 
     demo_publish(&browser, "demo/news", "greeting", "hello, browser").await;
     demo_publish(&browser, "demo/news", "", "{\"progress\": 50}").await;
@@ -974,15 +979,7 @@ async fn demo_page_subscribes_publishes_and_resumes() {
     browser.navigate(&format!("http://{}/", secure.addr)).await;
     fill(&browser, "channels", json!("secure/room")).await;
     fill(&browser, "token", json!(token)).await;
-    click(&browser, "subscribe").await;
-    browser
-        .wait_for(
-            "return document.getElementById('state').textContent === 'open'
-                || document.getElementById('state').textContent",
-            WAIT,
-            "the demo page subscribed with a token",
-        )
-        .await;
+    demo_subscribe(&browser, "the demo page subscribed with a token").await;
     demo_publish(&browser, "secure/room", "", "with a token").await;
     let rows = wait_demo_rows(&browser, 1, "the event published with a token is listed").await;
     assert_eq!(rows.len(), 1);
