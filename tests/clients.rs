@@ -20,7 +20,7 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdout, Command};
 
 /// Bound on every single wait in this file.
-const T: Duration = Duration::from_secs(10);
+const T: Duration = Duration::from_secs(20);
 /// Reconnect delay the hubs advertise, so the clients come back quickly.
 const RETRY: Duration = Duration::from_millis(200);
 /// [`RETRY`] as a command-line value.
