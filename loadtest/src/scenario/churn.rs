@@ -76,16 +76,7 @@ pub async fn run(common: &Common, args: &ChurnArgs) -> Result<Report, String> {
     let published = publishing
         .await
         .map_err(|_| "the publisher thread died".to_string())?;
-    let subscribers_per_channel = |c: usize| {
-        (args.subscribers / args.channels + usize::from(c < args.subscribers % args.channels))
-            as u64
-    };
-    let steady_expected: u64 = published
-        .per_channel
-        .iter()
-        .enumerate()
-        .map(|(c, &n)| n * subscribers_per_channel(c))
-        .sum();
+    let steady_expected = super::expected_deliveries(&published, args.subscribers, args.channels);
     // Short-lived subscribers' deliveries count too, so the total reaches the steady ones'
     // share before the last events reached every steady subscriber: wait for the share, then
     // until deliveries stop.

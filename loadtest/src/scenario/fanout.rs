@@ -47,23 +47,7 @@ pub async fn run(common: &Common, args: &FanoutArgs, scenario: &str) -> Result<R
     let published = crate::publisher::start(setup.plan(args.rate, args.events, 0))
         .await
         .map_err(|_| "the publisher thread died".to_string())?;
-    let subscribers_per_channel = |c: usize| {
-        (args.subscribers / args.channels + usize::from(c < args.subscribers % args.channels))
-            as u64
-    };
-    let expected_total: u64 = published
-        .per_channel
-        .iter()
-        .enumerate()
-        .map(|(c, &events)| events * subscribers_per_channel(c))
-        .sum::<u64>()
-        .saturating_sub(
-            published
-                .failed_events
-                .iter()
-                .map(|(c, _)| subscribers_per_channel(*c))
-                .sum(),
-        );
+    let expected_total = super::expected_deliveries(&published, args.subscribers, args.channels);
     super::drain(
         &shared,
         expected_total,

@@ -327,6 +327,29 @@ pub(crate) async fn drain(shared: &Shared, expected: u64, quiet: Duration) {
     }
 }
 
+/// Deliveries `subscribers` spread round-robin over `channels` must receive: every accepted
+/// event of a channel, once per subscriber of that channel.
+pub(crate) fn expected_deliveries(
+    published: &crate::publisher::Published,
+    subscribers: usize,
+    channels: usize,
+) -> u64 {
+    let on_channel =
+        |c: usize| (subscribers / channels + usize::from(c < subscribers % channels)) as u64;
+    let sent: u64 = published
+        .per_channel
+        .iter()
+        .enumerate()
+        .map(|(c, &events)| events * on_channel(c))
+        .sum();
+    let failed: u64 = published
+        .failed_events
+        .iter()
+        .map(|&(c, _)| on_channel(c))
+        .sum();
+    sent.saturating_sub(failed)
+}
+
 /// Waits until no delivery arrived for `quiet` (bounded by a minute): for runs whose total
 /// count cannot tell when every subscriber got its last event.
 pub(crate) async fn settle(shared: &Shared, quiet: Duration) {
