@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::{assert_error, assert_quiet, h2_connect, seq, QUIET};
+use common::{assert_error, assert_quiet, h2_connect, ids_and_data, seq, QUIET};
 use common::{
     metric, publish, publish_raw, raw_connect, request, wait_until, ChunkedDecoder, Hub, Response,
     SseClient, SseEvent, SseParser,
@@ -1367,10 +1367,7 @@ async fn pipelined_publishes_are_answered_in_order() {
         .await
         .is_empty());
     let events = subscriber.events(3, T).await;
-    let got: Vec<(&str, &str)> = events
-        .iter()
-        .map(|e| (e.id.as_str(), e.data.as_str()))
-        .collect();
+    let got = ids_and_data(&events);
     assert_eq!(
         got,
         [

@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use common::redis_server::RedisServer;
 use common::{
-    metric, publish, publish_ok, request, wait_until, Hub, Response, SseClient, SseEvent,
+    metric, publish, publish_ok, request, seq, split_id, wait_until, Hub, Response, SseClient,
+    SseEvent,
 };
 use serde_json::{json, Value};
 use tokio::task::JoinSet;
@@ -58,25 +59,6 @@ async fn subscribe(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Ss
     let client = SseClient::connect(addr, path, headers).await;
     assert_eq!(client.status, 200, "GET {path} on {addr} with {headers:?}");
     client
-}
-
-/// Splits a one-channel id `EPOCH-SEQ`, asserting its shape.
-fn split_id(id: &str) -> (String, u64) {
-    let (epoch, seq) = id
-        .split_once('-')
-        .unwrap_or_else(|| panic!("id {id:?} is not EPOCH-SEQ"));
-    assert!(
-        epoch.len() == 6 && epoch.bytes().all(|b| b.is_ascii_alphanumeric()),
-        "epoch of id {id:?} is not 6 base62 chars"
-    );
-    let seq = seq
-        .parse()
-        .unwrap_or_else(|e| panic!("seq of id {id:?} is not decimal: {e}"));
-    (epoch.to_string(), seq)
-}
-
-fn seq_of(id: &str) -> u64 {
-    split_id(id).1
 }
 
 /// `(id, data)` of each event, asserting they are plain (unnamed) events.
@@ -177,7 +159,7 @@ async fn every_node_delivers_every_event_with_the_same_ids() {
     let mut sequences = Vec::new();
     for (i, subscriber) in subscribers.iter_mut().enumerate() {
         let events = subscriber.events(30, T).await;
-        let seqs: Vec<u64> = events.iter().map(|e| seq_of(&e.id)).collect();
+        let seqs: Vec<u64> = events.iter().map(|e| seq(&e.id)).collect();
         assert_eq!(
             seqs,
             (1..=30).collect::<Vec<_>>(),
@@ -197,7 +179,7 @@ async fn every_node_delivers_every_event_with_the_same_ids() {
 
     // Nothing extra was queued behind the 30: the next event each reads is the 31st.
     let last = publish_ok(hubs[0].addr, "fan", "fan-31").await;
-    assert_eq!(seq_of(&last), 31);
+    assert_eq!(seq(&last), 31);
     for (i, subscriber) in subscribers.iter_mut().enumerate() {
         let next = subscriber.events(1, T).await;
         assert_eq!(
@@ -493,7 +475,7 @@ async fn publish_is_refused_while_redis_is_down_and_nothing_half_published() {
             event.data.starts_with("marker"),
             "{channel}: first event must be the new one, got {event:?}"
         );
-        assert_eq!(seq_of(&event.id), 1, "{channel}: {event:?}");
+        assert_eq!(seq(&event.id), 1, "{channel}: {event:?}");
     }
 
     assert!(
@@ -690,7 +672,7 @@ async fn password_database_and_prefix() {
         "topic myapp:{{c}} in {topics:?}"
     );
     let id = publish_ok(prefixed.addr, "c", "prefixed").await;
-    assert_eq!(seq_of(&id), 1, "its own channel, separate from db 2's");
+    assert_eq!(seq(&id), 1, "its own channel, separate from db 2's");
     expect_events(&mut sub, &[(id, "prefixed".to_string())], "prefixed hub").await;
     for key in ["myapp:{c}:m", "myapp:{c}:s"] {
         assert_eq!(exists(r, key).await, 1, "{key}");
@@ -797,7 +779,7 @@ async fn concurrent_publishers_on_three_nodes_produce_one_order() {
     let mut streams = Vec::new();
     for reader in readers {
         let (h, s, events) = reader.await.expect("reader task");
-        let seqs: Vec<u64> = events.iter().map(|e| seq_of(&e.id)).collect();
+        let seqs: Vec<u64> = events.iter().map(|e| seq(&e.id)).collect();
         assert!(
             seqs.iter().copied().eq(1..=TOTAL as u64),
             "hub {h} subscriber {s}: seqs must be 1..={TOTAL} without gap or duplicate: {seqs:?}"

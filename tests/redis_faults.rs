@@ -12,7 +12,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use common::node::Node;
 use common::redis_server::RedisServer;
-use common::{metric, publish, publish_ok, request, wait_until, Hub, SseClient, SseEvent};
+use common::{
+    ids_and_data, metric, publish, publish_ok, request, split_id, wait_until, Hub, SseClient,
+    SseEvent,
+};
 use serde_json::json;
 use tokio::time::Instant;
 
@@ -63,17 +66,6 @@ async fn subscribe(addr: SocketAddr, channel: &str, last_id: Option<&str>) -> Ss
     client
 }
 
-/// `EPOCH-SEQ` split in its parts.
-fn position(id: &str) -> (String, u64) {
-    let (epoch, seq) = id
-        .split_once('-')
-        .unwrap_or_else(|| panic!("event id {id:?} is not EPOCH-SEQ"));
-    let seq = seq
-        .parse()
-        .unwrap_or_else(|e| panic!("event id {id:?}: bad seq: {e}"));
-    (epoch.to_string(), seq)
-}
-
 /// Reads events until one with data `marker` (included), within `timeout`; panics if the
 /// stream ends first.
 async fn read_until(client: &mut SseClient, marker: &str, timeout: Duration) -> Vec<SseEvent> {
@@ -107,7 +99,7 @@ fn assert_dense_stream(who: &str, events: &[SseEvent], first_seq: u64) {
     for (expected, event) in (first_seq..).zip(events) {
         assert_ne!(event.event, "gap", "{who}: unexpected gap event {event:?}");
         assert!(ids.insert(&event.id), "{who}: duplicate id in {event:?}");
-        let (e, seq) = position(&event.id);
+        let (e, seq) = split_id(&event.id);
         match &epoch {
             None => epoch = Some(e),
             Some(first) => assert_eq!(first, &e, "{who}: epoch changed at {event:?}"),
@@ -378,7 +370,7 @@ async fn redis_restart_without_data_ends_streams_and_resumes_with_epoch_changed_
     for n in 1..=5 {
         old_ids.push(publish_ok(addrs[n % 2], "k", &format!("old {n}")).await);
     }
-    let old_epoch = position(&old_ids[0]).0;
+    let old_epoch = split_id(&old_ids[0]).0;
     for (i, subscriber) in subscribers.iter_mut().enumerate() {
         let events = subscriber.events(5, EVENT_TIMEOUT).await;
         let ids: Vec<&str> = events.iter().map(|e| e.id.as_str()).collect();
@@ -429,7 +421,7 @@ async fn redis_restart_without_data_ends_streams_and_resumes_with_epoch_changed_
             "gap data has first_id: {data}"
         );
         assert_ne!(
-            position(&gap.id).0,
+            split_id(&gap.id).0,
             old_epoch,
             "resumed subscriber {i}: the gap id is in the new epoch: {gap:?}"
         );
@@ -438,7 +430,7 @@ async fn redis_restart_without_data_ends_streams_and_resumes_with_epoch_changed_
     }
 
     let new_id = publish_ok(addrs[0], "k", "new 1").await;
-    let (new_epoch, new_seq) = position(&new_id);
+    let (new_epoch, new_seq) = split_id(&new_id);
     assert_ne!(new_epoch, old_epoch, "Redis lost the channel: a new epoch");
     assert_eq!(new_seq, 1, "the new epoch starts at seq 1: {new_id}");
     for (i, gap_id) in gap_ids.iter().enumerate() {
@@ -451,10 +443,7 @@ async fn redis_restart_without_data_ends_streams_and_resumes_with_epoch_changed_
     let newer_id = publish_ok(addrs[1], "k", "new 2").await;
     for (i, client) in resumed.iter_mut().enumerate() {
         let events = client.events(2, EVENT_TIMEOUT).await;
-        let got: Vec<(&str, &str)> = events
-            .iter()
-            .map(|e| (e.id.as_str(), e.data.as_str()))
-            .collect();
+        let got = ids_and_data(&events);
         assert_eq!(
             got,
             [(new_id.as_str(), "new 1"), (newer_id.as_str(), "new 2")],
@@ -488,10 +477,7 @@ async fn first_publish_after_redis_restart_succeeds_once_the_node_is_ready() {
     // Redis is up and the node says it is ready: a publish is not "Redis down or slow".
     let after = publish_ok(addr, "k", "after").await;
     let events = client.events(2, EVENT_TIMEOUT).await;
-    let got: Vec<(&str, &str)> = events
-        .iter()
-        .map(|e| (e.id.as_str(), e.data.as_str()))
-        .collect();
+    let got = ids_and_data(&events);
     assert_eq!(
         got,
         [(before.as_str(), "before"), (after.as_str(), "after")]
@@ -526,10 +512,7 @@ async fn replay_from_redis_after_redis_restart_succeeds_once_the_node_is_ready()
         client.headers
     );
     let events = client.events(2, EVENT_TIMEOUT).await;
-    let got: Vec<(&str, &str)> = events
-        .iter()
-        .map(|e| (e.id.as_str(), e.data.as_str()))
-        .collect();
+    let got = ids_and_data(&events);
     assert_eq!(got, [(first.as_str(), "r1"), (second.as_str(), "r2")]);
     hub.stop().await;
 }
@@ -575,10 +558,7 @@ async fn pubsub_connections_killed_while_publishing_lose_nothing() {
         }
         for (i, subscriber) in subscribers.iter_mut().enumerate() {
             let events = subscriber.events(PER_ROUND, EVENT_TIMEOUT).await;
-            let got: Vec<(&str, &str)> = events
-                .iter()
-                .map(|e| (e.id.as_str(), e.data.as_str()))
-                .collect();
+            let got = ids_and_data(&events);
             let want: Vec<(&str, String)> = ids
                 .iter()
                 .enumerate()
@@ -738,11 +718,7 @@ async fn node_killed_subscribers_fail_over_to_other_nodes_without_loss() {
         reader.events.extend(events);
         let who = format!("subscriber {i} (now on node {})", reader.node + 1);
         assert_dense_stream(&who, &reader.events, 1);
-        let got: Vec<(&str, &str)> = reader
-            .events
-            .iter()
-            .map(|e| (e.id.as_str(), e.data.as_str()))
-            .collect();
+        let got = ids_and_data(&reader.events);
         let want: Vec<(&str, &str)> = published
             .iter()
             .map(|(id, data)| (id.as_str(), data.as_str()))
@@ -827,17 +803,14 @@ async fn hole_on_the_feed_is_filled_from_the_stream() {
     let (epoch, seq) = publish_with_lost_message(&redis, &hub.config, "h", "two").await;
     let lost = format!("{epoch}-{seq}");
     assert_eq!(
-        position(&first),
+        split_id(&first),
         (epoch.clone(), 1),
         "same channel, next seq"
     );
     let third = publish_ok(addr, "h", "three").await;
-    assert_eq!(position(&third), (epoch, 3));
+    assert_eq!(split_id(&third), (epoch, 3));
     let events = client.events(2, EVENT_TIMEOUT).await;
-    let got: Vec<(&str, &str)> = events
-        .iter()
-        .map(|e| (e.id.as_str(), e.data.as_str()))
-        .collect();
+    let got = ids_and_data(&events);
     assert_eq!(got, [(lost.as_str(), "two"), (third.as_str(), "three")]);
     assert!(
         metric(addr, "ssehub_redis_catchups_total").await > catchups,

@@ -7,7 +7,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use common::{
-    metric, parse_metric, publish_raw, raw_connect, request, wait_until, Hub, SseClient, SseEvent,
+    metric, parse_metric, publish_raw, raw_connect, request, seq, wait_until, Hub, SseClient,
+    SseEvent,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -24,13 +25,6 @@ fn payload(i: usize, size: usize) -> String {
     let mut data = format!("{i:08}:");
     data.extend(std::iter::repeat_n('x', size.saturating_sub(data.len())));
     data
-}
-
-/// The SEQ of an `EPOCH-SEQ` id.
-fn seq_of(id: &str) -> u64 {
-    id.rsplit_once('-')
-        .and_then(|(_, seq)| seq.parse().ok())
-        .unwrap_or_else(|| panic!("event id {id:?} is not EPOCH-SEQ"))
 }
 
 /// The EPOCH of an `EPOCH-SEQ` id.
@@ -65,7 +59,7 @@ async fn publish_seq(addr: SocketAddr, channel: &str, data: &str, seq: u64) -> S
         .as_str()
         .unwrap_or_else(|| panic!("publish #{seq}: no id in {receipt}"))
         .to_string();
-    assert_eq!(seq_of(&id), seq, "publish #{seq}: receipt {receipt}");
+    assert_eq!(common::seq(&id), seq, "publish #{seq}: receipt {receipt}");
     id
 }
 
@@ -108,7 +102,7 @@ fn check_run(events: &[SseEvent], first: u64, size: usize, who: &str) {
     for (k, event) in events.iter().enumerate() {
         let seq = first + k as u64;
         assert_eq!(
-            seq_of(&event.id),
+            common::seq(&event.id),
             seq,
             "{who}: event #{k} has id {:?}, expected seq {seq} (gap or duplicate)",
             event.id
@@ -403,7 +397,7 @@ async fn evicted_subscriber_resumes_without_gap_or_duplicate() {
         "events drained after eviction",
     );
     let last_id = slow.last_event_id().to_string();
-    let last_seq = seq_of(&last_id);
+    let last_seq = seq(&last_id);
     assert_eq!(last_seq, FIRST as u64 + drained.len() as u64);
     assert!(
         last_seq < published,
@@ -433,7 +427,7 @@ async fn evicted_subscriber_resumes_without_gap_or_duplicate() {
     let live = resumed.next_event(Duration::from_secs(10)).await;
     let live = live.expect("resumed stream ended before the live event");
     assert_eq!(
-        seq_of(&live.id),
+        seq(&live.id),
         published + 1,
         "after the replay comes the live event"
     );
@@ -454,7 +448,7 @@ async fn evicted_subscriber_resumes_without_gap_or_duplicate() {
     .await;
     let live = early.next_event(Duration::from_secs(10)).await;
     let live = live.expect("resumed stream ended before the live event");
-    assert_eq!(seq_of(&live.id), published + 2);
+    assert_eq!(seq(&live.id), published + 2);
 
     let metrics = exposition(addr).await;
     for reason in ["trimmed", "epoch_changed", "cursor_ahead", "invalid_cursor"] {

@@ -6,7 +6,7 @@ mod common;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use common::{metric, publish, wait_until, Hub, SseClient, SseEvent};
+use common::{metric, publish, split_id, wait_until, Hub, SseClient, SseEvent};
 use serde_json::{json, Value};
 use tokio::sync::watch;
 
@@ -65,22 +65,6 @@ async fn publish_numbered(
         );
     }
     ids
-}
-
-/// Splits a one-channel id `EPOCH-SEQ`, asserting its shape (6 base62 chars, '-', decimal seq).
-fn split_id(id: &str) -> (String, u64) {
-    let (epoch, seq) = id
-        .split_once('-')
-        .unwrap_or_else(|| panic!("id {id:?} is not EPOCH-SEQ"));
-    assert!(
-        epoch.len() == 6 && epoch.bytes().all(|b| b.is_ascii_alphanumeric()),
-        "epoch of id {id:?} is not 6 base62 chars"
-    );
-    assert!(
-        !seq.is_empty() && seq.bytes().all(|b| b.is_ascii_digit()),
-        "seq of id {id:?} is not decimal"
-    );
-    (epoch.to_string(), seq.parse().expect("seq fits u64"))
 }
 
 /// The positions of a composite (multi-channel) id, one `(epoch, seq)` per channel.

@@ -942,6 +942,22 @@ pub fn assert_error(response: &Response, status: u16, what: &str) {
     );
 }
 
+/// Splits a one-channel id `EPOCH-SEQ`, asserting its shape (6 base62 chars, '-', decimal seq).
+pub fn split_id(id: &str) -> (String, u64) {
+    let (epoch, seq) = id
+        .split_once('-')
+        .unwrap_or_else(|| panic!("id {id:?} is not EPOCH-SEQ"));
+    assert!(
+        epoch.len() == 6 && epoch.bytes().all(|b| b.is_ascii_alphanumeric()),
+        "epoch of id {id:?} is not 6 base62 chars"
+    );
+    assert!(
+        !seq.is_empty() && seq.bytes().all(|b| b.is_ascii_digit()),
+        "seq of id {id:?} is not decimal"
+    );
+    (epoch.to_string(), seq.parse().expect("seq fits u64"))
+}
+
 /// The SEQ of an `EPOCH-SEQ` id.
 pub fn seq(id: &str) -> u64 {
     id.rsplit_once('-')
@@ -972,6 +988,14 @@ pub async fn h2_connect(addr: SocketAddr) -> H2 {
         .expect("h2 handshake failed");
     tokio::spawn(conn);
     send
+}
+
+/// `(id, data)` of each event, to compare a stream with what was published.
+pub fn ids_and_data(events: &[SseEvent]) -> Vec<(&str, &str)> {
+    events
+        .iter()
+        .map(|e| (e.id.as_str(), e.data.as_str()))
+        .collect()
 }
 
 /// `POST /publish` of `data` to `channel` through `addr`; panics unless 200. Returns the id.
