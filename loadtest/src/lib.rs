@@ -2,6 +2,7 @@
 //! server reachable through URL templates), used as a command and as a library by the smoke test.
 
 pub mod compare;
+pub mod floor;
 pub mod http;
 pub mod latency;
 pub mod payload;

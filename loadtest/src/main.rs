@@ -58,6 +58,13 @@ enum Command {
         #[command(flatten)]
         args: FanoutArgs,
     },
+    /// Runs the write-only reference server (no history, no limits) on a loopback address
+    /// until killed: the floor a hub's CPU and latency are read against.
+    FloorServer {
+        /// Loopback address to listen on.
+        #[arg(long)]
+        listen: std::net::SocketAddr,
+    },
     /// Prints a free TCP port on 127.0.0.1 (for scripts).
     FreePort,
     /// Writes the comparison Markdown and SVG from JSON reports (used by compare.sh).
@@ -84,6 +91,19 @@ fn main() -> ExitCode {
                     ExitCode::SUCCESS
                 }
                 Err(err) => fail(&format!("no free port: {err}")),
+            };
+        }
+        Command::FloorServer { listen } => {
+            if !listen.ip().is_loopback() {
+                return fail(&format!(
+                    "{listen}: the floor server listens on loopback only"
+                ));
+            }
+            let served =
+                std::net::TcpListener::bind(listen).and_then(ssehub_loadtest::floor::serve);
+            return match served {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(err) => fail(&format!("floor server on {listen}: {err}")),
             };
         }
         Command::Report(args) => {

@@ -101,3 +101,25 @@ fn fanout_and_replay_storm_against_ssehub() {
     assert_eq!(replay.completed, 20);
     assert_eq!(replay.client_ms.count, 20);
 }
+
+#[test]
+fn fanout_against_the_write_only_floor_server() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("local addr");
+    // Serves until the test process ends.
+    std::thread::spawn(move || ssehub_loadtest::floor::serve(listener));
+    let mut common = common(addr);
+    common.sub_urls = vec![format!("http://{addr}/sub/{{channel}}")];
+    common.pub_urls = vec![format!("http://{addr}/pub/{{channel}}")];
+    common.label = "floor".into();
+    let fanout = Scenario::Fanout(FanoutArgs {
+        subscribers: 20,
+        channels: 2,
+        rate: 200.0,
+        events: 100,
+    });
+    let report = ssehub_loadtest::run(&common, &fanout).expect("fanout runs");
+    assert_exact(&report);
+    assert_eq!(report.counts.expected, 20 * 50);
+    assert_eq!(report.latency.count, 1000);
+}
