@@ -8,6 +8,9 @@ use std::time::Duration;
 use clap::{Parser, Subcommand, ValueEnum};
 use serde::Deserialize;
 
+/// Most worker threads `workers` may ask for.
+const MAX_WORKERS: usize = 1024;
+
 /// Validated settings of one hub. Every resource the hub holds is bounded by a field here.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -83,6 +86,8 @@ pub struct Config {
     pub tls_key: Option<PathBuf>,
     /// Serve the demo page at `/`.
     pub demo: bool,
+    /// Threads running connections; 0: one per core.
+    pub workers: usize,
 }
 
 impl Default for Config {
@@ -124,6 +129,7 @@ impl Default for Config {
             tls_cert: None,
             tls_key: None,
             demo: true,
+            workers: 0,
         }
     }
 }
@@ -342,6 +348,10 @@ pub struct Settings {
         default_missing_value = "true"
     )]
     pub no_demo: Option<bool>,
+    /// Threads running connections; 0 is one per core. Fewer leave cores to other processes
+    /// on the same machine [default: 0].
+    #[arg(long, global = true, env = "SSEHUB_WORKERS")]
+    pub workers: Option<usize>,
 }
 
 impl Settings {
@@ -405,6 +415,7 @@ impl Settings {
             tls_cert: self.tls_cert.or(lower.tls_cert),
             tls_key: self.tls_key.or(lower.tls_key),
             no_demo: self.no_demo.or(lower.no_demo),
+            workers: self.workers.or(lower.workers),
         }
     }
 
@@ -471,6 +482,7 @@ impl Settings {
             tls_cert: self.tls_cert,
             tls_key: self.tls_key,
             demo: !self.no_demo.unwrap_or(false),
+            workers: self.workers.unwrap_or(d.workers),
         };
         config.validate()?;
         Ok(config)
@@ -529,6 +541,9 @@ impl Config {
         }
         if self.retry.as_millis() > u128::from(u32::MAX) {
             return invalid("retry", "is too long");
+        }
+        if self.workers > MAX_WORKERS {
+            return invalid("workers", "must be at most 1024");
         }
         if self.max_concurrent_streams == 0 {
             return invalid("max-concurrent-streams", "must be at least 1");

@@ -7,8 +7,7 @@ use ssehub::auth::Permissions;
 use ssehub::config::{Cli, Command, Config, LogFormat};
 use tracing_subscriber::EnvFilter;
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Some(Command::Token {
         key,
@@ -36,21 +35,41 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     }
-    match cli.command {
-        Some(Command::CheckConfig) => {
-            println!("{config:#?}");
-            return ExitCode::SUCCESS;
+    if let Some(Command::CheckConfig) = cli.command {
+        println!("{config:#?}");
+        return ExitCode::SUCCESS;
+    }
+    let runtime = match runtime(config.workers) {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("ssehub: cannot start the runtime: {err}");
+            return ExitCode::FAILURE;
         }
-        Some(Command::Health) => {
-            return match ssehub::health::probe(&config).await {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(err) => {
-                    eprintln!("ssehub health: {err}");
-                    ExitCode::FAILURE
-                }
+    };
+    runtime.block_on(run(cli.command, config))
+}
+
+/// The multi-threaded runtime with `workers` threads (0: one per core), named so that `top -H`
+/// shows them.
+fn runtime(workers: usize) -> std::io::Result<tokio::runtime::Runtime> {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder.thread_name("ssehub-worker");
+    if workers > 0 {
+        builder.worker_threads(workers);
+    }
+    builder.enable_all().build()
+}
+
+/// `ssehub health`, or the hub itself until SIGTERM or SIGINT.
+async fn run(command: Option<Command>, config: Config) -> ExitCode {
+    if let Some(Command::Health) = command {
+        return match ssehub::health::probe(&config).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(err) => {
+                eprintln!("ssehub health: {err}");
+                ExitCode::FAILURE
             }
-        }
-        _ => {}
+        };
     }
     init_logging(&config);
     raise_open_file_limit(config.max_connections);

@@ -306,6 +306,7 @@ async fn invalid_settings_exit_2_naming_the_setting() {
     assert_rejected(&["--log-format", "yaml"], &[], "log-format").await;
     assert_rejected(&[], &[("SSEHUB_HEARTBEAT", "soon")], "heartbeat").await;
     assert_rejected(&[], &[("SSEHUB_MAX_LAG", "0")], "max-lag").await;
+    assert_rejected(&["--workers", "1025"], &[], "workers").await;
     let file = TempFile::new("typo.toml", "histroy-size = 3\n");
     assert_rejected(&["--config", file.path()], &[], "histroy-size").await;
     let file = TempFile::new("bad-duration.toml", "write-timeout = \"later\"\n");
@@ -463,4 +464,35 @@ async fn soft_open_file_limit_is_raised_to_the_hard_one_at_start() {
             .any(|l| l.contains("open-file limit is below max-connections")),
         "a max-connections above the limit is warned about: {log:?}"
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Worker threads
+
+/// Threads of a process named as the hub names its runtime's threads.
+fn runtime_threads(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .expect("read tasks")
+        .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
+        .filter(|comm| comm.trim_end() == "ssehub-worker")
+        .count()
+}
+
+#[tokio::test]
+async fn workers_setting_sizes_the_runtime() {
+    let one = Server::start("workers-1", &["--workers", "1"], &[], false).await;
+    let three = Server::start("workers-3", &[], &[("SSEHUB_WORKERS", "3")], false).await;
+    let pid = |server: &Server| server.child.id().expect("pid");
+    assert_eq!(runtime_threads(pid(&one)), 1, "--workers 1");
+    assert_eq!(runtime_threads(pid(&three)), 3, "SSEHUB_WORKERS=3");
+
+    // One worker still serves a subscriber and a publisher at once.
+    let mut client = SseClient::connect(one.addr, "/events/w", &[]).await;
+    let response = publish_raw(one.addr, "w", "one").await;
+    assert_eq!(response.status, 200, "{}", response.text());
+    let event = client
+        .next_event(Duration::from_secs(5))
+        .await
+        .expect("an event");
+    assert_eq!(event.data, "one");
 }
