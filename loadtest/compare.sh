@@ -2,6 +2,10 @@
 # Runs the same scenarios on ssehub and on Nchan (nginx + libnginx-mod-nchan), one server at a
 # time on fresh processes, and writes loadtest/results/<name>.md (table, exact commands, machine)
 # plus loadtest/results/<name>.svg (latency percentiles, server CPU per delivery).
+# Every case runs on ssehub-1w (ssehub --workers 1, which leaves the tool a core of its own) and
+# nchan-2w (2 nginx workers, the reference setup); the fan-out cases also on ssehub-2w (ssehub's
+# default here, one worker per core), nchan-1w, and floor: the tool's write-only server, the least
+# any server can cost per delivery on this machine.
 # The cluster case is ssehub only (Nchan has no multi-node mode here): 3 ssehub nodes sharing one
 # redis-server, subscribers and publishers spread over the nodes, CPU of every node and of Redis.
 #
@@ -31,6 +35,9 @@ done
 THREADS="${THREADS:-1}"
 NCHAN_MODULE=/usr/lib/nginx/modules/ngx_nchan_module.so
 CLUSTER_NODES=3
+# Every case runs on these; the fan-out cases also on the other worker counts and on the floor.
+BASE_SERVERS="ssehub-1w nchan-2w"
+FANOUT_SERVERS="ssehub-1w ssehub-2w nchan-2w nchan-1w floor"
 
 wanted() { case ",$ONLY," in *",$1,"*) return 0 ;; *) return 1 ;; esac; }
 for one in ${ONLY//,/ }; do
@@ -123,25 +130,38 @@ record() {
   { printf '%q ' "$@" | sed -e "s|$PWD/||g" -e 's/ $//'; echo "$bg"; } >>"$COMMANDS"
 }
 
-# start_server ssehub|nchan: sets PORT, SERVER_PID, SUB_URL, PUB_URL
+# start_server ssehub-<N>w|nchan-<N>w|floor: sets PORT, SERVER_PID, SUB_URL, PUB_URL.
+# ssehub-<N>w is ssehub --workers N; nchan-<N>w is Nchan with N nginx worker processes; floor is
+# the tool's write-only reference server (one thread, no history: fan-out cases only).
 start_server() {
   PORT="$("$LT" free-port)"
+  local workers="${1##*-}"
+  workers="${workers%w}"
   case "$1" in
-    ssehub)
-      local cmd="$HUB --listen 127.0.0.1:$PORT --max-connections 19000 --history-size 1000"
+    ssehub-*)
+      local cmd="$HUB --listen 127.0.0.1:$PORT --max-connections 19000 --history-size 1000 --workers $workers"
       echo "$cmd &" >>"$COMMANDS"
       $cmd >"$WORK/ssehub.log" 2>&1 &
       SERVER_PID=$!
       SUB_URL="http://127.0.0.1:$PORT/events/{channel}"
       PUB_URL="http://127.0.0.1:$PORT/publish/{channel}"
       ;;
-    nchan)
+    nchan-*)
       local dir="$WORK/nginx-$PORT"
       mkdir -p "$dir"
-      sed -e "s|@PORT@|$PORT|g" -e "s|@DIR@|$dir|g" loadtest/nchan/nginx.conf >"$dir/nginx.conf"
-      echo "sed -e 's|@PORT@|$PORT|g' -e 's|@DIR@|$dir|g' loadtest/nchan/nginx.conf > $dir/nginx.conf" >>"$COMMANDS"
+      local subst="s|@PORT@|$PORT|g; s|@DIR@|$dir|g; s|^worker_processes .*;|worker_processes $workers;|"
+      sed -e "$subst" loadtest/nchan/nginx.conf >"$dir/nginx.conf"
+      echo "sed -e '$subst' loadtest/nchan/nginx.conf > $dir/nginx.conf" >>"$COMMANDS"
       echo "nginx -c $dir/nginx.conf -p $dir &" >>"$COMMANDS"
       nginx -c "$dir/nginx.conf" -p "$dir" >"$dir/stdout.log" 2>&1 &
+      SERVER_PID=$!
+      SUB_URL="http://127.0.0.1:$PORT/sub/{channel}"
+      PUB_URL="http://127.0.0.1:$PORT/pub/{channel}"
+      ;;
+    floor)
+      local cmd="$LT floor-server --listen 127.0.0.1:$PORT"
+      echo "$cmd &" >>"$COMMANDS"
+      $cmd >"$WORK/floor.log" 2>&1 &
       SERVER_PID=$!
       SUB_URL="http://127.0.0.1:$PORT/sub/{channel}"
       PUB_URL="http://127.0.0.1:$PORT/pub/{channel}"
@@ -152,11 +172,12 @@ start_server() {
 
 scaled() { awk -v n="$1" -v s="$SCALE" -v min="${2:-1}" 'BEGIN { v = int(n * s + 0.5); if (v < min) v = min; print v }'; }
 
-# run_case CASE SCENARIO ARGS...: the scenario on a fresh ssehub, then on a fresh Nchan.
+# run_case CASE SCENARIO ARGS...: the scenario on each server of SERVERS in turn, each freshly
+# started.
 run_case() {
   local case="$1" scenario="$2"
   shift 2
-  for server in ssehub nchan; do
+  for server in $SERVERS; do
     start_server "$server"
     echo "== $case on $server"
     local cmd=("$LT" "$scenario" --label "$server" --sub-url "$SUB_URL" --pub-url "$PUB_URL"
@@ -199,7 +220,7 @@ run_cluster() {
   for ((k = 1; k <= CLUSTER_NODES; k++)); do
     port="$("$LT" free-port)"
     local node=("$HUB" --listen "127.0.0.1:$port" --redis-url "redis://127.0.0.1:$redis_port"
-      --max-connections 19000 --history-size 1000)
+      --max-connections 19000 --history-size 1000 --workers 1)
     record --bg "${node[@]}"
     "${node[@]}" >"$WORK/node$k.log" 2>&1 &
     CLUSTER_PIDS+=("$!")
@@ -209,12 +230,12 @@ run_cluster() {
     urls+=(--sub-url "http://127.0.0.1:$port/events/{channel}" --pub-url "http://127.0.0.1:$port/publish/{channel}")
   done
   echo "== $case on $CLUSTER_NODES ssehub nodes + redis-server"
-  local cmd=("$LT" cluster --label ssehub "${urls[@]}"
+  local cmd=("$LT" cluster --label ssehub-1w "${urls[@]}"
     --server-pid "$(IFS=,; echo "${pids[*]},$redis_pid")" --threads "$THREADS"
-    --json "$OUT/${case}__ssehub.json" "$@")
+    --json "$OUT/${case}__ssehub-1w.json" "$@")
   record "${cmd[@]}"
   if "${cmd[@]}" || [ $? -eq 3 ]; then
-    REPORTS+=("$OUT/${case}__ssehub.json")
+    REPORTS+=("$OUT/${case}__ssehub-1w.json")
   else
     echo "(the tool failed on $case: no report)" >&2
   fi
@@ -230,27 +251,27 @@ run_cluster() {
 
 if wanted idle; then
   n=$(scaled 15000); c=$(scaled 100)
-  run_case "idle-${n}x${c}" idle -n "$n" -c "$c" --hold 5
+  SERVERS="$BASE_SERVERS" run_case "idle-${n}x${c}" idle -n "$n" -c "$c" --hold 5
 fi
 if wanted fanout5k; then
   n=$(scaled 5000); m=$(scaled 400 40)
-  run_case "fanout-${n}x1-20eps" fanout -n "$n" -c 1 -r 20 -m "$m"
+  SERVERS="$FANOUT_SERVERS" run_case "fanout-${n}x1-20eps" fanout -n "$n" -c 1 -r 20 -m "$m"
 fi
 if wanted fanout10k; then
   n=$(scaled 10000); m=$(scaled 400 40)
-  run_case "fanout-${n}x1-20eps" fanout -n "$n" -c 1 -r 20 -m "$m"
+  SERVERS="$FANOUT_SERVERS" run_case "fanout-${n}x1-20eps" fanout -n "$n" -c 1 -r 20 -m "$m"
 fi
 if wanted channels1k; then
   c=$(scaled 1000); r=$(scaled 1000); m=$(scaled 20000 100)
-  run_case "channels-${c}x10-${r}eps" fanout -n "$((c * 10))" -c "$c" -r "$r" -m "$m"
+  SERVERS="$FANOUT_SERVERS" run_case "channels-${c}x10-${r}eps" fanout -n "$((c * 10))" -c "$c" -r "$r" -m "$m"
 fi
 if wanted storm; then
   n=$(scaled 5000); c=$(scaled 50)
-  run_case "replay-storm-${n}x100" replay-storm -n "$n" -c "$c" -k 100
+  SERVERS="$BASE_SERVERS" run_case "replay-storm-${n}x100" replay-storm -n "$n" -c "$c" -k 100
 fi
 if wanted churn; then
   n=$(scaled 1000 100); c=$(scaled 10 2); x=$(scaled 200 20)
-  run_case "churn-${n}x${c}-100eps-${x}conn-per-s" churn -n "$n" -c "$c" -r 100 --duration 10 --churn "$x" --lifetime-ms 1000
+  SERVERS="$BASE_SERVERS" run_case "churn-${n}x${c}-100eps-${x}conn-per-s" churn -n "$n" -c "$c" -r 100 --duration 10 --churn "$x" --lifetime-ms 1000
 fi
 if wanted cluster; then
   # Issue 4, target 5: Redis mode, 3 nodes + 1 Redis, 1 000 events/s, per-node CPU.
@@ -267,14 +288,16 @@ fi
 
 HUB_VERSION="ssehub $(git rev-parse --short HEAD 2>/dev/null || echo '?')"
 if [ "$NCHAN_RAN" = 1 ]; then
-  NOTE="$HUB_VERSION vs Nchan ($(dpkg-query -W -f='${Version}' libnginx-mod-nchan 2>/dev/null || echo '?'), nginx $(nginx -v 2>&1 | sed 's|.*/||')), 2 nginx workers, ${THREADS} tool subscriber thread(s) + 1 publisher thread, 100-byte payloads, scale $SCALE. Each case runs on freshly started servers, one server at a time."
+  NOTE="$HUB_VERSION vs Nchan ($(dpkg-query -W -f='${Version}' libnginx-mod-nchan 2>/dev/null || echo '?'), nginx $(nginx -v 2>&1 | sed 's|.*/||')), ${THREADS} tool subscriber thread(s) + 1 publisher thread, 100-byte payloads, scale $SCALE. Each case runs on freshly started servers, one server at a time.
+
+Servers: \`ssehub-1w\` is ssehub \`--workers 1\`, which leaves the load tool a core of its own; \`ssehub-2w\` is \`--workers 2\`, ssehub's default on this 2-core machine (one worker per core). \`nchan-2w\` is Nchan with 2 nginx workers (the issue's reference setup), \`nchan-1w\` with 1. \`floor\` is \`ssehub-loadtest floor-server\`: one thread that writes each event to each subscriber with one \`write\`, with no history, ids beyond a counter, limits or heartbeats. It is not a hub; its figures are the least any server can cost per delivery here, with this tool on the same cores."
 else
   NOTE="$HUB_VERSION, ${THREADS} tool subscriber thread(s) + 1 publisher thread, 100-byte payloads, scale $SCALE."
 fi
 if [ "$CLUSTER_RAN" = 1 ]; then
   NOTE="$NOTE
 
-The cluster case runs on ssehub only (Nchan has no multi-node mode here, so there is no Nchan row): $CLUSTER_NODES ssehub nodes in Redis mode (\`--redis-url\`, \`--max-connections 19000\`) sharing one $(redis-server --version | sed -e 's/ sha=.*//' -e 's/Redis server v=/redis-server /') (\`--save '' --appendonly no\`), all on this machine with the tool. Subscribers are spread round-robin over the nodes and channel c is published through node c % $CLUSTER_NODES, so two thirds of each channel's subscribers read it on another node than the one it was published through. Its server CPU is every node plus Redis (per process below the table). Its latency runs from the scheduled send, before the publish request, to arrival: an upper bound of accept→deliver."
+The cluster case runs on ssehub only (Nchan has no multi-node mode here, so there is no Nchan row): $CLUSTER_NODES ssehub nodes in Redis mode (\`--redis-url\`, \`--max-connections 19000\`, \`--workers 1\`) sharing one $(redis-server --version | sed -e 's/ sha=.*//' -e 's/Redis server v=/redis-server /') (\`--save '' --appendonly no\`), all on this machine with the tool. Subscribers are spread round-robin over the nodes and channel c is published through node c % $CLUSTER_NODES, so two thirds of each channel's subscribers read it on another node than the one it was published through. Its server CPU is every node plus Redis (per process below the table). Its latency runs from the scheduled send, before the publish request, to arrival: an upper bound of accept→deliver."
 fi
 "$LT" report --name "$NAME" --out-dir loadtest/results --commands "$COMMANDS" --note "$NOTE" "${REPORTS[@]}"
 echo "== done: loadtest/results/$NAME.md"

@@ -297,11 +297,13 @@ fn per_node(out: &mut String, cases: &[Case]) {
     out.push('\n');
 }
 
-const COLORS: [RGBColor; 4] = [
+const COLORS: [RGBColor; 6] = [
     RGBColor(31, 119, 180),
     RGBColor(255, 127, 14),
     RGBColor(44, 160, 44),
     RGBColor(214, 39, 40),
+    RGBColor(148, 103, 189),
+    RGBColor(140, 86, 75),
 ];
 
 fn color_of(labels: &[String], label: &str) -> RGBColor {
