@@ -5,7 +5,7 @@
 # Every case runs on ssehub-1w (ssehub --workers 1, which leaves the tool a core of its own) and
 # nchan-2w (2 nginx workers, the reference setup); the fan-out cases also on ssehub-2w (ssehub's
 # default here, one worker per core), nchan-1w, and floor: the tool's write-only server, the least
-# any server can cost per delivery on this machine.
+# a server doing nothing else costs per delivery on this machine.
 # The cluster case is ssehub only (Nchan has no multi-node mode here): 3 ssehub nodes sharing one
 # redis-server, subscribers and publishers spread over the nodes, CPU of every node and of Redis.
 #
@@ -28,7 +28,7 @@ while [ $# -gt 0 ]; do
     --name) NAME="$2"; shift 2 ;;
     --scale) SCALE="$2"; shift 2 ;;
     --only) ONLY="$2"; shift 2 ;;
-    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d'; exit 0 ;;
     *) echo "unknown argument: $1" >&2; exit 2 ;;
   esac
 done
@@ -290,7 +290,7 @@ HUB_VERSION="ssehub $(git rev-parse --short HEAD 2>/dev/null || echo '?')"
 if [ "$NCHAN_RAN" = 1 ]; then
   NOTE="$HUB_VERSION vs Nchan ($(dpkg-query -W -f='${Version}' libnginx-mod-nchan 2>/dev/null || echo '?'), nginx $(nginx -v 2>&1 | sed 's|.*/||')), ${THREADS} tool subscriber thread(s) + 1 publisher thread, 100-byte payloads, scale $SCALE. Each case runs on freshly started servers, one server at a time.
 
-Servers: \`ssehub-1w\` is ssehub \`--workers 1\`, which leaves the load tool a core of its own; \`ssehub-2w\` is \`--workers 2\`, ssehub's default on this 2-core machine (one worker per core). \`nchan-2w\` is Nchan with 2 nginx workers (the issue's reference setup), \`nchan-1w\` with 1. \`floor\` is \`ssehub-loadtest floor-server\`: one thread that writes each event to each subscriber with one \`write\`, with no history, ids beyond a counter, limits or heartbeats. It is not a hub; its figures are the least any server can cost per delivery here, with this tool on the same cores."
+Servers: \`ssehub-1w\` is ssehub \`--workers 1\`, which leaves the load tool a core of its own; \`ssehub-2w\` is \`--workers 2\`, ssehub's default on this 2-core machine (one worker per core). \`nchan-2w\` is Nchan with 2 nginx workers (the issue's reference setup), \`nchan-1w\` with 1. \`floor\` is \`ssehub-loadtest floor-server\`: one thread that writes each event to each subscriber with one \`write\`, with no history, ids beyond a counter, limits or heartbeats. It is not a hub; its figures are what a delivery costs here when a server does nothing else, with this tool on the same cores."
 else
   NOTE="$HUB_VERSION, ${THREADS} tool subscriber thread(s) + 1 publisher thread, 100-byte payloads, scale $SCALE."
 fi
