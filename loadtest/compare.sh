@@ -9,9 +9,10 @@
 # The cluster case is ssehub only (Nchan has no multi-node mode here): 3 ssehub nodes sharing one
 # redis-server, subscribers and publishers spread over the nodes, CPU of every node and of Redis.
 #
-# Usage: loadtest/compare.sh [--name NAME] [--scale FRACTION] [--only CASE[,CASE...]]
+# Usage: loadtest/compare.sh [--name NAME] [--scale FRACTION] [--only CASE[,CASE...]] [--repeat N]
 #   --scale 0.1   a reduced run (subscribers, channels and events times 0.1) to check the script
 #   --only        run only these cases: idle, fanout5k, fanout10k, channels1k, storm, churn, cluster
+#   --repeat N    N rounds of each case (but cluster), every server once per round, to show the spread
 # Environment: THREADS (subscriber threads of the tool, default 1), KEEP_WORK=1 keeps the temp dir.
 #
 # It installs nothing: without nginx and the nchan module it says what to install and stops (unless
@@ -21,6 +22,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 NAME="nchan-vs-ssehub"
 SCALE=1
+REPEAT=1
 CASES="idle,fanout5k,fanout10k,channels1k,storm,churn,cluster"
 ONLY="$CASES"
 while [ $# -gt 0 ]; do
@@ -28,10 +30,12 @@ while [ $# -gt 0 ]; do
     --name) NAME="$2"; shift 2 ;;
     --scale) SCALE="$2"; shift 2 ;;
     --only) ONLY="$2"; shift 2 ;;
+    --repeat) REPEAT="$2"; shift 2 ;;
     -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d'; exit 0 ;;
     *) echo "unknown argument: $1" >&2; exit 2 ;;
   esac
 done
+case "$REPEAT" in ''|*[!0-9]*|0) echo "--repeat needs a whole number of rounds, at least 1" >&2; exit 2 ;; esac
 THREADS="${THREADS:-1}"
 NCHAN_MODULE=/usr/lib/nginx/modules/ngx_nchan_module.so
 CLUSTER_NODES=3
@@ -173,24 +177,28 @@ start_server() {
 scaled() { awk -v n="$1" -v s="$SCALE" -v min="${2:-1}" 'BEGIN { v = int(n * s + 0.5); if (v < min) v = min; print v }'; }
 
 # run_case CASE SCENARIO ARGS...: the scenario on each server of SERVERS in turn, each freshly
-# started.
+# started; REPEAT rounds of that, named CASE-run1, CASE-run2... when there are several.
 run_case() {
-  local case="$1" scenario="$2"
+  local case="$1" scenario="$2" round name
   shift 2
-  for server in $SERVERS; do
-    start_server "$server"
-    echo "== $case on $server"
-    local cmd=("$LT" "$scenario" --label "$server" --sub-url "$SUB_URL" --pub-url "$PUB_URL"
-      --server-pid "$SERVER_PID" --threads "$THREADS" --json "$OUT/${case}__${server}.json" "$@")
-    record "${cmd[@]}"
-    # Exit code 3 means "measured, but not exact": the table shows it.
-    if "${cmd[@]}" || [ $? -eq 3 ]; then
-      REPORTS+=("$OUT/${case}__${server}.json")
-    else
-      echo "(the tool failed on $case / $server: no report)" >&2
-    fi
-    stop_server
-    echo >>"$COMMANDS"
+  for ((round = 1; round <= REPEAT; round++)); do
+    name="$case"
+    if [ "$REPEAT" -gt 1 ]; then name="$case-run$round"; fi
+    for server in $SERVERS; do
+      start_server "$server"
+      echo "== $name on $server"
+      local cmd=("$LT" "$scenario" --label "$server" --sub-url "$SUB_URL" --pub-url "$PUB_URL"
+        --server-pid "$SERVER_PID" --threads "$THREADS" --json "$OUT/${name}__${server}.json" "$@")
+      record "${cmd[@]}"
+      # Exit code 3 means "measured, but not exact": the table shows it.
+      if "${cmd[@]}" || [ $? -eq 3 ]; then
+        REPORTS+=("$OUT/${name}__${server}.json")
+      else
+        echo "(the tool failed on $name / $server: no report)" >&2
+      fi
+      stop_server
+      echo >>"$COMMANDS"
+    done
   done
   NCHAN_RAN=1
 }
