@@ -176,6 +176,20 @@ start_server() {
 
 scaled() { awk -v n="$1" -v s="$SCALE" -v min="${2:-1}" 'BEGIN { v = int(n * s + 0.5); if (v < min) v = min; print v }'; }
 
+# measure JSON TOOL ARGS...: records the command, runs it with --json JSON and keeps the report.
+measure() {
+  local json="$1"
+  shift
+  local cmd=("$@" --json "$json")
+  record "${cmd[@]}"
+  # Exit code 3 means "measured, but not exact": the table shows it.
+  if "${cmd[@]}" || [ $? -eq 3 ]; then
+    REPORTS+=("$json")
+  else
+    echo "(the tool failed: no report for $json)" >&2
+  fi
+}
+
 # run_case CASE SCENARIO ARGS...: the scenario on each server of SERVERS in turn, each freshly
 # started; REPEAT rounds of that, named CASE-run1, CASE-run2... when there are several.
 run_case() {
@@ -187,15 +201,8 @@ run_case() {
     for server in $SERVERS; do
       start_server "$server"
       echo "== $name on $server"
-      local cmd=("$LT" "$scenario" --label "$server" --sub-url "$SUB_URL" --pub-url "$PUB_URL"
-        --server-pid "$SERVER_PID" --threads "$THREADS" --json "$OUT/${name}__${server}.json" "$@")
-      record "${cmd[@]}"
-      # Exit code 3 means "measured, but not exact": the table shows it.
-      if "${cmd[@]}" || [ $? -eq 3 ]; then
-        REPORTS+=("$OUT/${name}__${server}.json")
-      else
-        echo "(the tool failed on $name / $server: no report)" >&2
-      fi
+      measure "$OUT/${name}__${server}.json" "$LT" "$scenario" --label "$server" \
+        --sub-url "$SUB_URL" --pub-url "$PUB_URL" --server-pid "$SERVER_PID" --threads "$THREADS" "$@"
       stop_server
       echo >>"$COMMANDS"
     done
@@ -238,15 +245,8 @@ run_cluster() {
     urls+=(--sub-url "http://127.0.0.1:$port/events/{channel}" --pub-url "http://127.0.0.1:$port/publish/{channel}")
   done
   echo "== $case on $CLUSTER_NODES ssehub nodes + redis-server"
-  local cmd=("$LT" cluster --label ssehub-1w "${urls[@]}"
-    --server-pid "$(IFS=,; echo "${pids[*]},$redis_pid")" --threads "$THREADS"
-    --json "$OUT/${case}__ssehub-1w.json" "$@")
-  record "${cmd[@]}"
-  if "${cmd[@]}" || [ $? -eq 3 ]; then
-    REPORTS+=("$OUT/${case}__ssehub-1w.json")
-  else
-    echo "(the tool failed on $case: no report)" >&2
-  fi
+  measure "$OUT/${case}__ssehub-1w.json" "$LT" cluster --label ssehub-1w "${urls[@]}" \
+    --server-pid "$(IFS=,; echo "${pids[*]},$redis_pid")" --threads "$THREADS" "$@"
   stop_cluster
   echo >>"$COMMANDS"
   CLUSTER_RAN=1
