@@ -20,6 +20,7 @@ use tokio::net::TcpStream;
 use crate::connection::Cut;
 use crate::http::{self, App, ConnectionHandle};
 use crate::hub::Subscription;
+use crate::sse::encode::{chunk_size_line, CHUNK_SIZE_LINE};
 
 /// Longest request head read before handing the connection to hyper (which enforces its own
 /// limits).
@@ -136,25 +137,22 @@ impl EventStream {
         let mut probe = [0u8; 16];
         loop {
             // An evicted subscription ends by itself; its connection is cut as well.
-            let frame = tokio::select! {
+            let output = tokio::select! {
                 biased;
-                frame = self.subscription.frame() => frame,
+                output = std::future::poll_fn(|cx| self.subscription.poll_output(cx)) => output,
                 read = reader.read(&mut probe) => match read {
                     // The client left; anything it sends is ignored.
                     Ok(0) | Err(_) => return,
                     Ok(_) => continue,
                 },
             };
-            match frame {
-                None => break,
-                Some(Err(never)) => match never {},
-                Some(Ok(frame)) => {
-                    if let Ok(data) = frame.into_data() {
-                        if !write_chunk(&mut writer, &data, cut).await {
-                            return;
-                        }
-                    }
-                }
+            let Some(output) = output else { break };
+            let written = match &output.chunk {
+                Some(chunk) => write(&mut writer, chunk, cut).await,
+                None => write_chunk(&mut writer, &output.frame, cut).await,
+            };
+            if !written {
+                return;
             }
         }
         if !cut.is_cut() && write(&mut writer, b"0\r\n\r\n", cut).await {
@@ -182,7 +180,7 @@ async fn write(writer: &mut WriteHalf<'_>, bytes: &[u8], cut: &Cut) -> bool {
 }
 
 /// Writes `data` as one HTTP/1.1 chunk: size line, data and CRLF in one `writev` when the
-/// socket takes them, so the usual event costs no copy and no allocation.
+/// socket takes them (frames that are not a single event: several coalesced, heartbeats).
 async fn write_chunk(writer: &mut WriteHalf<'_>, data: &[u8], cut: &Cut) -> bool {
     let mut size = [0u8; CHUNK_SIZE_LINE];
     let size = chunk_size_line(&mut size, data.len());
@@ -206,25 +204,6 @@ async fn write_chunk(writer: &mut WriteHalf<'_>, data: &[u8], cut: &Cut) -> bool
     rest.extend_from_slice(data);
     rest.extend_from_slice(b"\r\n");
     write(writer, &rest[written..], cut).await
-}
-
-/// Longest chunk size line: 16 hex digits and CRLF.
-const CHUNK_SIZE_LINE: usize = 18;
-
-/// Writes the chunk size line for `len` (hex, CRLF) at the end of `buf`; returns it.
-fn chunk_size_line(buf: &mut [u8; CHUNK_SIZE_LINE], len: usize) -> &[u8] {
-    buf[CHUNK_SIZE_LINE - 2..].copy_from_slice(b"\r\n");
-    let mut start = CHUNK_SIZE_LINE - 2;
-    let mut rest = len;
-    loop {
-        start -= 1;
-        buf[start] = b"0123456789abcdef"[rest % 16];
-        rest /= 16;
-        if rest == 0 {
-            break;
-        }
-    }
-    &buf[start..]
 }
 
 /// Status line and headers, with `content-length` for a whole body (`Some`) or chunked
@@ -259,18 +238,6 @@ fn encode_head(parts: &Parts, length: Option<usize>) -> BytesMut {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn chunks_carry_their_size_in_hex() {
-        let mut buf = [0u8; CHUNK_SIZE_LINE];
-        assert_eq!(chunk_size_line(&mut buf, 5), b"5\r\n");
-        assert_eq!(chunk_size_line(&mut buf, 0), b"0\r\n");
-        assert_eq!(chunk_size_line(&mut buf, 0x1a2b), b"1a2b\r\n");
-        assert_eq!(
-            chunk_size_line(&mut buf, usize::MAX),
-            b"ffffffffffffffff\r\n"
-        );
-    }
 
     #[test]
     fn only_http11_get_events_without_a_body_is_taken() {

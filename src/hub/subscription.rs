@@ -432,7 +432,7 @@ fn emit(
         buf.put_u8(b'\n');
         buf.put_slice(&event.without_id());
     } else {
-        out.push(&event.frame);
+        out.push_event(event);
     }
     drained.events += 1;
     if event.seq <= readings[index].start_head {
@@ -450,6 +450,58 @@ fn positions(readings: &[Reading]) -> impl Iterator<Item = Position> + '_ {
     })
 }
 
+impl Subscription {
+    /// The next bytes of the stream once something is ready; `None` when it ended.
+    pub fn poll_output(&mut self, cx: &mut Context<'_>) -> Poll<Option<Output>> {
+        if self.ended || self.waiter.is_evicted() {
+            return Poll::Ready(None);
+        }
+        self.waiter.waker.register(cx.waker());
+        self.waiter.pending_since.store(0, Relaxed);
+        let signals = self.waiter.signals.swap(0, Relaxed);
+        if signals & END != 0 {
+            self.ended = true;
+            return Poll::Ready(None);
+        }
+        if signals & SHUTDOWN != 0 || self.hub.is_shutting_down() {
+            self.ended = true;
+            return Poll::Ready(Some(Output::plain(self.shutdown_frame())));
+        }
+        let mut out = Out::Empty;
+        if let Some(preamble) = self.preamble.take() {
+            out.push(&preamble);
+        }
+        let drained = match self.drain(&mut out) {
+            Ok(drained) => drained,
+            Err(reason) => {
+                self.waiter.evict(reason, &self.hub.metrics);
+                self.ended = true;
+                return Poll::Ready(None);
+            }
+        };
+        if self.readings.iter().all(|r| r.done) {
+            self.ended = true;
+        }
+        let output = match out.into_output() {
+            Some(output) => output,
+            None if self.ended => return Poll::Ready(None),
+            None if signals & HEARTBEAT != 0 => Output::plain(Bytes::from_static(b":\n\n")),
+            None => return Poll::Pending,
+        };
+        let metrics = &self.hub.metrics;
+        metrics.events_delivered.inc_by(drained.events);
+        if drained.replayed > 0 {
+            metrics.events_replayed.inc_by(drained.replayed);
+        }
+        metrics.frames_written.inc();
+        metrics.bytes_written.inc_by(output.frame.len() as u64);
+        self.waiter
+            .last_write
+            .store(self.hub.clock.now_ms(), Relaxed);
+        Poll::Ready(Some(output))
+    }
+}
+
 impl Body for Subscription {
     type Data = Bytes;
     type Error = Infallible;
@@ -458,53 +510,9 @@ impl Body for Subscription {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-        let this = self.get_mut();
-        if this.ended || this.waiter.is_evicted() {
-            return Poll::Ready(None);
-        }
-        this.waiter.waker.register(cx.waker());
-        this.waiter.pending_since.store(0, Relaxed);
-        let signals = this.waiter.signals.swap(0, Relaxed);
-        if signals & END != 0 {
-            this.ended = true;
-            return Poll::Ready(None);
-        }
-        if signals & SHUTDOWN != 0 || this.hub.is_shutting_down() {
-            this.ended = true;
-            return Poll::Ready(Some(Ok(Frame::data(this.shutdown_frame()))));
-        }
-        let mut out = Out::Empty;
-        if let Some(preamble) = this.preamble.take() {
-            out.push(&preamble);
-        }
-        let drained = match this.drain(&mut out) {
-            Ok(drained) => drained,
-            Err(reason) => {
-                this.waiter.evict(reason, &this.hub.metrics);
-                this.ended = true;
-                return Poll::Ready(None);
-            }
-        };
-        if this.readings.iter().all(|r| r.done) {
-            this.ended = true;
-        }
-        let frame = match out.into_bytes() {
-            Some(frame) => frame,
-            None if this.ended => return Poll::Ready(None),
-            None if signals & HEARTBEAT != 0 => Bytes::from_static(b":\n\n"),
-            None => return Poll::Pending,
-        };
-        let metrics = &this.hub.metrics;
-        metrics.events_delivered.inc_by(drained.events);
-        if drained.replayed > 0 {
-            metrics.events_replayed.inc_by(drained.replayed);
-        }
-        metrics.frames_written.inc();
-        metrics.bytes_written.inc_by(frame.len() as u64);
-        this.waiter
-            .last_write
-            .store(this.hub.clock.now_ms(), Relaxed);
-        Poll::Ready(Some(Ok(Frame::data(frame))))
+        self.get_mut()
+            .poll_output(cx)
+            .map(|output| output.map(|output| Ok(Frame::data(output.frame))))
     }
 
     fn is_end_stream(&self) -> bool {
@@ -529,9 +537,25 @@ struct Drained {
     replayed: u64,
 }
 
+/// What a stream writes next.
+pub struct Output {
+    /// The event-stream bytes.
+    pub frame: Bytes,
+    /// The same bytes already framed as one HTTP/1.1 chunk, when they are exactly one event
+    /// (encoded once at publish and shared).
+    pub chunk: Option<Bytes>,
+}
+
+impl Output {
+    fn plain(frame: Bytes) -> Output {
+        Output { frame, chunk: None }
+    }
+}
+
 /// Bytes of one body frame: a single shared event is passed on without copying.
 enum Out {
     Empty,
+    Event { frame: Bytes, chunk: Bytes },
     One(Bytes),
     Many(BytesMut),
 }
@@ -540,7 +564,7 @@ impl Out {
     fn len(&self) -> usize {
         match self {
             Out::Empty => 0,
-            Out::One(bytes) => bytes.len(),
+            Out::Event { frame, .. } | Out::One(frame) => frame.len(),
             Out::Many(buf) => buf.len(),
         }
     }
@@ -552,10 +576,22 @@ impl Out {
         }
     }
 
+    fn push_event(&mut self, event: &Event) {
+        match self {
+            Out::Empty => {
+                *self = Out::Event {
+                    frame: event.frame.clone(),
+                    chunk: event.chunk.clone(),
+                }
+            }
+            _ => self.buf().extend_from_slice(&event.frame),
+        }
+    }
+
     fn buf(&mut self) -> &mut BytesMut {
         if !matches!(self, Out::Many(_)) {
             let mut buf = BytesMut::with_capacity(MAX_FRAME_BYTES.min(4096));
-            if let Out::One(bytes) = self {
+            if let Out::One(bytes) | Out::Event { frame: bytes, .. } = self {
                 buf.extend_from_slice(bytes);
             }
             *self = Out::Many(buf);
@@ -566,11 +602,15 @@ impl Out {
         }
     }
 
-    fn into_bytes(self) -> Option<Bytes> {
+    fn into_output(self) -> Option<Output> {
         match self {
             Out::Empty => None,
-            Out::One(bytes) => Some(bytes),
-            Out::Many(buf) => Some(buf.freeze()),
+            Out::Event { frame, chunk } => Some(Output {
+                frame,
+                chunk: Some(chunk),
+            }),
+            Out::One(bytes) => Some(Output::plain(bytes)),
+            Out::Many(buf) => Some(Output::plain(buf.freeze())),
         }
     }
 }

@@ -22,6 +22,9 @@ pub struct Event {
     pub seq: u64,
     /// The whole frame: `id:` line, `event:`, `retry:`, `data:` lines, blank line.
     pub frame: Bytes,
+    /// The same frame as one HTTP/1.1 chunk (size line, frame, CRLF), sharing its bytes:
+    /// streams over HTTP/1.1 send it as is, with no copy per subscriber.
+    pub chunk: Bytes,
     /// Length of the leading `id:` line, so multi-channel streams can write their own id instead.
     pub id_line_len: usize,
     pub published_at: Instant,
@@ -32,11 +35,13 @@ pub struct Event {
 impl Event {
     /// Encodes `fields` as the event at `position` of its channel.
     pub fn encode(position: Position, fields: &EventFields, published_at: Instant) -> Event {
-        let mut buf = BytesMut::with_capacity(fields.data.len() + 48);
+        let mut buf = BytesMut::with_capacity(CHUNK_SIZE_LINE + fields.data.len() + 48);
+        // Room for the chunk size line, written once the frame's length is known.
+        buf.put_bytes(0, CHUNK_SIZE_LINE);
         buf.put_slice(b"id: ");
         position.write_to(&mut buf);
         buf.put_u8(b'\n');
-        let id_line_len = buf.len();
+        let id_line_len = buf.len() - CHUNK_SIZE_LINE;
         if let Some(name) = &fields.event {
             buf.put_slice(b"event: ");
             buf.put_slice(name.as_bytes());
@@ -47,10 +52,18 @@ impl Event {
         }
         put_data(&mut buf, &fields.data);
         buf.put_u8(b'\n');
+        let frame_end = buf.len();
+        buf.put_slice(b"\r\n");
+        let mut size = [0u8; CHUNK_SIZE_LINE];
+        let size = chunk_size_line(&mut size, frame_end - CHUNK_SIZE_LINE);
+        let chunk_start = CHUNK_SIZE_LINE - size.len();
+        buf[chunk_start..CHUNK_SIZE_LINE].copy_from_slice(size);
+        let encoded = buf.freeze();
         Event {
             epoch: position.epoch,
             seq: position.seq,
-            frame: buf.freeze(),
+            frame: encoded.slice(CHUNK_SIZE_LINE..frame_end),
+            chunk: encoded.slice(chunk_start..),
             id_line_len,
             published_at,
             close: fields.close,
@@ -68,6 +81,25 @@ impl Event {
     pub fn without_id(&self) -> Bytes {
         self.frame.slice(self.id_line_len..)
     }
+}
+
+/// Longest HTTP/1.1 chunk size line: 16 hex digits and CRLF.
+pub const CHUNK_SIZE_LINE: usize = 18;
+
+/// Writes the HTTP/1.1 chunk size line for `len` (hex, CRLF) at the end of `buf`; returns it.
+pub fn chunk_size_line(buf: &mut [u8; CHUNK_SIZE_LINE], len: usize) -> &[u8] {
+    buf[CHUNK_SIZE_LINE - 2..].copy_from_slice(b"\r\n");
+    let mut start = CHUNK_SIZE_LINE - 2;
+    let mut rest = len;
+    loop {
+        start -= 1;
+        buf[start] = b"0123456789abcdef"[rest % 16];
+        rest /= 16;
+        if rest == 0 {
+            break;
+        }
+    }
+    &buf[start..]
 }
 
 /// Writes `data` as one `data:` line per line, splitting at CRLF, CR and LF so nothing in the
@@ -146,6 +178,41 @@ mod tests {
     #[test]
     fn empty_data_still_dispatches() {
         assert_eq!(encode(None, ""), "id: 000000-7\ndata: \n\n");
+    }
+
+    #[test]
+    fn chunks_carry_their_size_in_hex() {
+        let mut buf = [0u8; CHUNK_SIZE_LINE];
+        assert_eq!(chunk_size_line(&mut buf, 5), b"5\r\n");
+        assert_eq!(chunk_size_line(&mut buf, 0), b"0\r\n");
+        assert_eq!(chunk_size_line(&mut buf, 0x1a2b), b"1a2b\r\n");
+        assert_eq!(
+            chunk_size_line(&mut buf, usize::MAX),
+            b"ffffffffffffffff\r\n"
+        );
+    }
+
+    #[test]
+    fn the_chunk_is_the_frame_framed_for_http11() {
+        let fields = EventFields {
+            event: Some("update".into()),
+            data: "x".repeat(300),
+            retry: None,
+            close: false,
+        };
+        let position = Position {
+            epoch: Epoch::from_raw(0),
+            seq: 7,
+        };
+        let event = Event::encode(position, &fields, Instant::now());
+        let expected = [
+            format!("{:x}\r\n", event.frame.len()).as_bytes(),
+            &event.frame[..],
+            b"\r\n",
+        ]
+        .concat();
+        assert_eq!(event.frame.len(), 13 + 14 + 6 + 300 + 2);
+        assert_eq!(&event.chunk[..], &expected[..]);
     }
 
     #[test]
