@@ -19,6 +19,7 @@ use tokio::net::TcpStream;
 
 use crate::connection::Cut;
 use crate::http::{self, App, ConnectionHandle};
+use crate::hub::subscription::Output;
 use crate::hub::Subscription;
 use crate::sse::encode::{chunk_size_line, CHUNK_SIZE_LINE};
 
@@ -147,9 +148,9 @@ impl EventStream {
                 },
             };
             let Some(output) = output else { break };
-            let written = match &output.chunk {
-                Some(chunk) => write(&mut writer, chunk, cut).await,
-                None => write_chunk(&mut writer, &output.frame, cut).await,
+            let written = match &output {
+                Output::Event(event) => write(&mut writer, &event.chunk, cut).await,
+                Output::Bytes(frame) => write_chunk(&mut writer, frame, cut).await,
             };
             if !written {
                 return;

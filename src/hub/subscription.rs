@@ -420,7 +420,7 @@ fn emit(
     readings: &mut [Reading],
     index: usize,
     multi: bool,
-    event: &Event,
+    event: &Arc<Event>,
     out: &mut Out,
     drained: &mut Drained,
 ) {
@@ -465,7 +465,7 @@ impl Subscription {
         }
         if signals & SHUTDOWN != 0 || self.hub.is_shutting_down() {
             self.ended = true;
-            return Poll::Ready(Some(Output::plain(self.shutdown_frame())));
+            return Poll::Ready(Some(Output::Bytes(self.shutdown_frame())));
         }
         let mut out = Out::Empty;
         if let Some(preamble) = self.preamble.take() {
@@ -485,7 +485,7 @@ impl Subscription {
         let output = match out.into_output() {
             Some(output) => output,
             None if self.ended => return Poll::Ready(None),
-            None if signals & HEARTBEAT != 0 => Output::plain(Bytes::from_static(b":\n\n")),
+            None if signals & HEARTBEAT != 0 => Output::Bytes(Bytes::from_static(b":\n\n")),
             None => return Poll::Pending,
         };
         let metrics = &self.hub.metrics;
@@ -494,7 +494,7 @@ impl Subscription {
             metrics.events_replayed.inc_by(drained.replayed);
         }
         metrics.frames_written.inc();
-        metrics.bytes_written.inc_by(output.frame.len() as u64);
+        metrics.bytes_written.inc_by(output.frame().len() as u64);
         self.waiter
             .last_write
             .store(self.hub.clock.now_ms(), Relaxed);
@@ -512,7 +512,7 @@ impl Body for Subscription {
     ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
         self.get_mut()
             .poll_output(cx)
-            .map(|output| output.map(|output| Ok(Frame::data(output.frame))))
+            .map(|output| output.map(|output| Ok(Frame::data(output.into_frame()))))
     }
 
     fn is_end_stream(&self) -> bool {
@@ -538,24 +538,34 @@ struct Drained {
 }
 
 /// What a stream writes next.
-pub struct Output {
-    /// The event-stream bytes.
-    pub frame: Bytes,
-    /// The same bytes already framed as one HTTP/1.1 chunk, when they are exactly one event
-    /// (encoded once at publish and shared).
-    pub chunk: Option<Bytes>,
+pub enum Output {
+    /// Exactly one event: its shared encodings, the plain frame or the HTTP/1.1 chunk.
+    Event(Arc<Event>),
+    /// Anything else: several events, a preamble, a heartbeat.
+    Bytes(Bytes),
 }
 
 impl Output {
-    fn plain(frame: Bytes) -> Output {
-        Output { frame, chunk: None }
+    /// The event-stream bytes.
+    pub fn frame(&self) -> &Bytes {
+        match self {
+            Output::Event(event) => &event.frame,
+            Output::Bytes(bytes) => bytes,
+        }
+    }
+
+    fn into_frame(self) -> Bytes {
+        match self {
+            Output::Event(event) => event.frame.clone(),
+            Output::Bytes(bytes) => bytes,
+        }
     }
 }
 
 /// Bytes of one body frame: a single shared event is passed on without copying.
 enum Out {
     Empty,
-    Event { frame: Bytes, chunk: Bytes },
+    Event(Arc<Event>),
     One(Bytes),
     Many(BytesMut),
 }
@@ -564,7 +574,8 @@ impl Out {
     fn len(&self) -> usize {
         match self {
             Out::Empty => 0,
-            Out::Event { frame, .. } | Out::One(frame) => frame.len(),
+            Out::Event(event) => event.frame.len(),
+            Out::One(bytes) => bytes.len(),
             Out::Many(buf) => buf.len(),
         }
     }
@@ -576,14 +587,9 @@ impl Out {
         }
     }
 
-    fn push_event(&mut self, event: &Event) {
+    fn push_event(&mut self, event: &Arc<Event>) {
         match self {
-            Out::Empty => {
-                *self = Out::Event {
-                    frame: event.frame.clone(),
-                    chunk: event.chunk.clone(),
-                }
-            }
+            Out::Empty => *self = Out::Event(event.clone()),
             _ => self.buf().extend_from_slice(&event.frame),
         }
     }
@@ -591,8 +597,10 @@ impl Out {
     fn buf(&mut self) -> &mut BytesMut {
         if !matches!(self, Out::Many(_)) {
             let mut buf = BytesMut::with_capacity(MAX_FRAME_BYTES.min(4096));
-            if let Out::One(bytes) | Out::Event { frame: bytes, .. } = self {
-                buf.extend_from_slice(bytes);
+            match self {
+                Out::One(bytes) => buf.extend_from_slice(bytes),
+                Out::Event(event) => buf.extend_from_slice(&event.frame),
+                _ => {}
             }
             *self = Out::Many(buf);
         }
@@ -605,12 +613,9 @@ impl Out {
     fn into_output(self) -> Option<Output> {
         match self {
             Out::Empty => None,
-            Out::Event { frame, chunk } => Some(Output {
-                frame,
-                chunk: Some(chunk),
-            }),
-            Out::One(bytes) => Some(Output::plain(bytes)),
-            Out::Many(buf) => Some(Output::plain(buf.freeze())),
+            Out::Event(event) => Some(Output::Event(event)),
+            Out::One(bytes) => Some(Output::Bytes(bytes)),
+            Out::Many(buf) => Some(Output::Bytes(buf.freeze())),
         }
     }
 }
