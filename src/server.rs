@@ -155,9 +155,19 @@ pub async fn run(
             handle,
         };
         let connection = serve_connection(serving, stream, tls.clone());
+        let tracker = connections.clone();
         connections.spawn(async move {
-            connection.await;
-            drop((open, slot));
+            match connection.await {
+                // The stream goes on in a task of its own, sized for its state alone: the
+                // memory of an idle subscriber, and what each delivery touches.
+                Some(events) => {
+                    tracker.spawn(async move {
+                        events.run().await;
+                        drop((open, slot));
+                    });
+                }
+                None => drop((open, slot)),
+            }
         });
     }
 
@@ -191,17 +201,19 @@ struct Serving {
     handle: ConnectionHandle,
 }
 
-/// Serves one connection: an HTTP/1.1 event stream directly, anything else with hyper
-/// (HTTP/1.1 or h2c; everything over TLS), until it ends or the hub cuts it.
-async fn serve_connection(serving: Serving, stream: TcpStream, tls: Option<TlsAcceptor>) {
+/// Serves one connection with hyper (HTTP/1.1 or h2c; everything over TLS) until it ends or
+/// the hub cuts it, or answers an HTTP/1.1 event-stream request and returns the stream to run.
+async fn serve_connection(
+    serving: Serving,
+    stream: TcpStream,
+    tls: Option<TlsAcceptor>,
+) -> Option<EventStream> {
     if let Some(tls) = tls {
         // Boxed: inline, its state would enlarge every plain connection's task as well.
-        return Box::pin(serve_tls(serving, tls, stream)).await;
+        Box::pin(serve_tls(serving, tls, stream)).await;
+        return None;
     }
-    // Boxed and gone once the stream runs: only the stream's own state stays per subscriber.
-    if let Some(events) = Box::pin(route(serving, stream)).await {
-        events.run().await;
-    }
+    Box::pin(route(serving, stream)).await
 }
 
 /// Serves an HTTPS connection with hyper (HTTP/2 or HTTP/1.1, as ALPN chose) once its TLS
