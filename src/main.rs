@@ -7,6 +7,11 @@ use ssehub::auth::Permissions;
 use ssehub::config::{Cli, Command, Config, LogFormat};
 use tracing_subscriber::EnvFilter;
 
+/// mimalloc: less CPU per delivery and less memory per idle subscriber than glibc's malloc
+/// here (measured with `loadtest/`).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Some(Command::Token {
