@@ -213,7 +213,7 @@ async fn serve_connection(
         Box::pin(serve_tls(serving, tls, stream)).await;
         return None;
     }
-    Box::pin(route(serving, stream)).await
+    route(serving, stream).await
 }
 
 /// Serves an HTTPS connection with hyper (HTTP/2 or HTTP/1.1, as ALPN chose) once its TLS

@@ -19,8 +19,7 @@ use tokio::net::TcpStream;
 
 use crate::connection::Cut;
 use crate::http::{self, App, ConnectionHandle};
-use crate::hub::subscription::Output;
-use crate::hub::Subscription;
+use crate::hub::{Output, Subscription};
 use crate::sse::encode::{chunk_size_line, CHUNK_SIZE_LINE};
 
 /// Longest request head read before handing the connection to hyper (which enforces its own

@@ -20,7 +20,7 @@ use crate::sse::{Epoch, EventFields, Position};
 use channel::{Channel, Insert, Retention};
 use history::Limits;
 use registry::{Registry, RegistryFull};
-pub use subscription::{Opened, Subscription};
+pub use subscription::{Opened, Output, Subscription};
 
 /// One event for one channel, validated by the HTTP layer.
 #[derive(Debug, Clone)]

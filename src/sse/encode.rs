@@ -140,7 +140,7 @@ pub fn control_event(id: &str, name: &str, data: &str) -> Bytes {
 mod tests {
     use super::*;
 
-    fn encode(event: Option<&str>, data: &str) -> String {
+    fn encoded(event: Option<&str>, data: &str) -> Event {
         let fields = EventFields {
             event: event.map(str::to_owned),
             data: data.to_owned(),
@@ -151,8 +151,11 @@ mod tests {
             epoch: Epoch::from_raw(0),
             seq: 7,
         };
-        let event = Event::encode(position, &fields, Instant::now());
-        String::from_utf8(event.frame.to_vec()).unwrap()
+        Event::encode(position, &fields, Instant::now())
+    }
+
+    fn encode(event: Option<&str>, data: &str) -> String {
+        String::from_utf8(encoded(event, data).frame.to_vec()).unwrap()
     }
 
     #[test]
@@ -194,17 +197,7 @@ mod tests {
 
     #[test]
     fn the_chunk_is_the_frame_framed_for_http11() {
-        let fields = EventFields {
-            event: Some("update".into()),
-            data: "x".repeat(300),
-            retry: None,
-            close: false,
-        };
-        let position = Position {
-            epoch: Epoch::from_raw(0),
-            seq: 7,
-        };
-        let event = Event::encode(position, &fields, Instant::now());
+        let event = encoded(Some("update"), &"x".repeat(300));
         let expected = [
             format!("{:x}\r\n", event.frame.len()).as_bytes(),
             &event.frame[..],
