@@ -89,11 +89,10 @@ pub async fn handle<B: RequestBody>(
             .map_err(|retry_after| ApiError::RateLimited { retry_after })?;
     }
     let receipts = app.hub.publish(&publications, accepted).await?;
-    let body = match (single, receipts.as_slice()) {
-        (true, [receipt]) => serde_json::json!(receipt),
-        _ => serde_json::json!(receipts),
-    };
-    Ok(json_response(StatusCode::OK, &body))
+    Ok(match (single, receipts.as_slice()) {
+        (true, [receipt]) => json_response(StatusCode::OK, receipt),
+        _ => json_response(StatusCode::OK, &receipts),
+    })
 }
 
 /// How a publish request carries its events.

@@ -107,7 +107,7 @@ pub fn chunk_size_line(buf: &mut [u8; CHUNK_SIZE_LINE], len: usize) -> &[u8] {
 pub fn put_data(buf: &mut BytesMut, data: &str) {
     let mut rest = data;
     loop {
-        let end = rest.find(['\r', '\n']).unwrap_or(rest.len());
+        let end = memchr::memchr2(b'\r', b'\n', rest.as_bytes()).unwrap_or(rest.len());
         buf.put_slice(b"data: ");
         buf.put_slice(&rest.as_bytes()[..end]);
         buf.put_u8(b'\n');
