@@ -457,6 +457,7 @@ impl Subscription {
             return Poll::Ready(None);
         }
         self.waiter.waker.register(cx.waker());
+        let pending_since = self.waiter.pending_since.load(Relaxed);
         self.waiter.pending_since.store(0, Relaxed);
         let signals = self.waiter.signals.swap(0, Relaxed);
         if signals & END != 0 {
@@ -495,9 +496,13 @@ impl Subscription {
         }
         metrics.frames_written.inc();
         metrics.bytes_written.inc_by(output.frame().len() as u64);
-        self.waiter
-            .last_write
-            .store(self.hub.clock.now_ms(), Relaxed);
+        // When the frame became ready stands in for when it is written: no clock read per
+        // delivery, and a heartbeat can only come early, never late.
+        let written_ms = match pending_since {
+            0 => self.hub.clock.now_ms(),
+            since => since - 1,
+        };
+        self.waiter.last_write.store(written_ms, Relaxed);
         Poll::Ready(Some(output))
     }
 }
