@@ -8,7 +8,10 @@
 # every process counted): a fan-out of M1 and then of M2 events to N subscribers on one channel. Fixed costs (start,
 # connects, shutdown) cancel out in (Ir(M2) - Ir(M1)) / (N * (M2 - M1)).
 #
-# Usage: loadtest/callgrind.sh [--name NAME] [--only ssehub|nchan] [-n SUBS] [--m1 EVENTS] [--m2 EVENTS]
+# Usage: loadtest/callgrind.sh [--name NAME] [--only ssehub|nchan] [-n SUBS] [-c CHANNELS] [-r RATE]
+#                             [--m1 EVENTS] [--m2 EVENTS]
+# With C channels the N subscribers are spread evenly and each event goes to one channel, so an
+# event makes N/C deliveries; the report gives instructions per event too (the publish's share).
 # Needs valgrind (apt-get install -y valgrind), and nginx + libnginx-mod-nchan for Nchan.
 # Writes loadtest/results/<NAME>.md (default name: callgrind).
 set -euo pipefail
@@ -17,6 +20,7 @@ cd "$(dirname "$0")/.."
 NAME=callgrind
 ONLY="ssehub,nchan"
 SUBS=200
+CHANNELS=1
 M1=40
 M2=120
 RATE=10
@@ -25,12 +29,16 @@ while [ $# -gt 0 ]; do
     --name) NAME="$2"; shift 2 ;;
     --only) ONLY="$2"; shift 2 ;;
     -n) SUBS="$2"; shift 2 ;;
+    -c) CHANNELS="$2"; shift 2 ;;
+    -r) RATE="$2"; shift 2 ;;
     --m1) M1="$2"; shift 2 ;;
     --m2) M2="$2"; shift 2 ;;
     *) echo "unknown argument: $1" >&2; exit 2 ;;
   esac
 done
 [ "$M2" -gt "$M1" ] || { echo "--m2 must be larger than --m1" >&2; exit 2; }
+[ "$CHANNELS" -ge 1 ] && [ $((SUBS % CHANNELS)) -eq 0 ] ||
+  { echo "-n must be a multiple of -c (subscribers spread evenly)" >&2; exit 2; }
 command -v valgrind >/dev/null || { echo "valgrind is missing: apt-get install -y valgrind" >&2; exit 2; }
 
 echo "== building ssehub and the load tool (release)"
@@ -88,7 +96,7 @@ measure() {
   wait_port "$port"
   # Bounded: a server that stops answering under valgrind must not hang the script.
   if ! timeout 300 "$LT" fanout --label "$server" --sub-url "$SUB_URL" --pub-url "$PUB_URL" \
-    --server-pid "$SERVER_PID" -n "$SUBS" -c 1 -r "$RATE" -m "$events" >"$WORK/run" 2>&1; then
+    --server-pid "$SERVER_PID" -n "$SUBS" -c "$CHANNELS" -r "$RATE" -m "$events" >"$WORK/run" 2>&1; then
     cat "$WORK/run" >&2
     echo "the fan-out on $server was not exact: no count" >&2
     return 1
@@ -106,14 +114,16 @@ measure() {
 }
 
 ROWS=()
+PER_EVENT=$((SUBS / CHANNELS))
+DELIVERIES=$((PER_EVENT * (M2 - M1)))
 for server in ${ONLY//,/ }; do
-  echo "== $server: $SUBS subscribers, $M1 then $M2 events at $RATE/s, under callgrind"
+  echo "== $server: $SUBS subscribers over $CHANNELS channel(s), $M1 then $M2 events at $RATE/s, under callgrind"
   ir1="$(measure "$server" "$M1")"
   ir2="$(measure "$server" "$M2")"
-  per=$(awk -v a="$ir1" -v b="$ir2" -v n="$SUBS" -v m1="$M1" -v m2="$M2" \
-    'BEGIN { printf "%.0f", (b - a) / (n * (m2 - m1)) }')
-  echo "$server: Ir $ir1 ($M1 events), $ir2 ($M2 events): $per instructions per delivery"
-  ROWS+=("| $server | $ir1 | $ir2 | $((SUBS * (M2 - M1))) | $per |")
+  per=$(awk -v a="$ir1" -v b="$ir2" -v d="$DELIVERIES" 'BEGIN { printf "%.0f", (b - a) / d }')
+  per_event=$(awk -v a="$ir1" -v b="$ir2" -v e="$((M2 - M1))" 'BEGIN { printf "%.0f", (b - a) / e }')
+  echo "$server: Ir $ir1 ($M1 events), $ir2 ($M2 events): $per instructions per delivery, $per_event per event"
+  ROWS+=("| $server | $ir1 | $ir2 | $DELIVERIES | $per | $per_event |")
 done
 
 HUB_VERSION="ssehub $(git rev-parse --short HEAD 2>/dev/null || echo '?')"
@@ -121,14 +131,14 @@ HUB_VERSION="ssehub $(git rev-parse --short HEAD 2>/dev/null || echo '?')"
   echo "# User-space instructions per delivery (callgrind): $NAME"
   echo
   echo "$HUB_VERSION; Nchan $(dpkg-query -W -f='${Version}' libnginx-mod-nchan 2>/dev/null || echo '?') in nginx with one worker (master and worker counted); $(valgrind --version)."
-  echo "Fan-out to $SUBS subscribers on one channel at $RATE events/s, 100-byte payloads, every run exact."
-  echo "Instructions per delivery = (Ir($M2 events) - Ir($M1 events)) / ($SUBS × ($M2 - $M1)): start, connects"
+  echo "Fan-out to $SUBS subscribers over $CHANNELS channel(s) ($PER_EVENT per event) at $RATE events/s, 100-byte payloads, every run exact."
+  echo "Instructions per delivery = (Ir($M2 events) - Ir($M1 events)) / ($PER_EVENT × ($M2 - $M1)): start, connects"
   echo "and shutdown cancel out. User space only: the kernel's TCP work per delivery is not counted."
   echo
-  echo "| server | Ir, $M1 events | Ir, $M2 events | deliveries between | instructions per delivery |"
-  echo "|---|---|---|---|---|"
+  echo "| server | Ir, $M1 events | Ir, $M2 events | deliveries between | instructions per delivery | per event |"
+  echo "|---|---|---|---|---|---|"
   printf '%s\n' "${ROWS[@]}"
   echo
-  echo "Reproduce: \`loadtest/callgrind.sh --name $NAME -n $SUBS --m1 $M1 --m2 $M2\`"
+  echo "Reproduce: \`loadtest/callgrind.sh --name $NAME -n $SUBS -c $CHANNELS -r $RATE --m1 $M1 --m2 $M2\`"
 } >"loadtest/results/$NAME.md"
 echo "== wrote loadtest/results/$NAME.md"
