@@ -1,15 +1,16 @@
 #!/usr/bin/env bash
-# User-space instructions per delivery of ssehub and of Nchan, counted by valgrind's callgrind.
+# User-space instructions per delivery of ssehub, of Nchan and of the floor (the tool's write-only
+# reference server), counted by valgrind's callgrind.
 # Counts are repeatable on this noisy shared machine (seconds are not), so they compare commits
 # and servers stably; kernel work (the TCP send path, most of the CPU here) is not counted, so
 # they complement compare.sh's CPU seconds instead of replacing them.
 #
-# Each server runs under callgrind twice (ssehub as one process; Nchan as nginx with one worker,
-# every process counted): a fan-out of M1 and then of M2 events to N subscribers over C channels
+# Each server runs under callgrind twice (ssehub and the floor as one process each; Nchan as nginx
+# with one worker, every process counted): a fan-out of M1 and then of M2 events to N subscribers over C channels
 # (one by default). Fixed costs (start, connects, shutdown) cancel out in
 # (Ir(M2) - Ir(M1)) / (N/C * (M2 - M1)).
 #
-# Usage: loadtest/callgrind.sh [--name NAME] [--only ssehub|nchan] [-n SUBS] [-c CHANNELS] [-r RATE]
+# Usage: loadtest/callgrind.sh [--name NAME] [--only ssehub,nchan,floor] [-n SUBS] [-c CHANNELS] [-r RATE]
 #                             [--m1 EVENTS] [--m2 EVENTS]
 # With C channels the N subscribers are spread evenly and each event goes to one channel, so an
 # event makes N/C deliveries; the report gives instructions per event too (the publish's share).
@@ -19,7 +20,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 NAME=callgrind
-ONLY="ssehub,nchan"
+ONLY="ssehub,nchan,floor"
 SUBS=200
 CHANNELS=1
 M1=40
@@ -93,6 +94,13 @@ measure() {
       SUB_URL="http://127.0.0.1:$port/sub/{channel}"
       PUB_URL="http://127.0.0.1:$port/pub/{channel}"
       ;;
+    floor)
+      "${grind[@]}" "$LT" floor-server --listen "127.0.0.1:$port" >"$WORK/log" 2>&1 &
+      SERVER_PID=$!
+      SUB_URL="http://127.0.0.1:$port/events/{channel}"
+      PUB_URL="http://127.0.0.1:$port/publish/{channel}"
+      ;;
+    *) echo "unknown server: $server (ssehub, nchan or floor)" >&2; return 1 ;;
   esac
   wait_port "$port"
   # Bounded: a server that stops answering under valgrind must not hang the script.
@@ -131,7 +139,7 @@ HUB_VERSION="ssehub $(git rev-parse --short HEAD 2>/dev/null || echo '?')"
 {
   echo "# User-space instructions per delivery (callgrind): $NAME"
   echo
-  echo "$HUB_VERSION; Nchan $(dpkg-query -W -f='${Version}' libnginx-mod-nchan 2>/dev/null || echo '?') in nginx with one worker (master and worker counted); $(valgrind --version)."
+  echo "$HUB_VERSION; Nchan $(dpkg-query -W -f='${Version}' libnginx-mod-nchan 2>/dev/null || echo '?') in nginx with one worker (master and worker counted); floor: \`ssehub-loadtest floor-server\`, one thread that writes each event to each subscriber and does nothing else; $(valgrind --version)."
   echo "Fan-out to $SUBS subscribers over $CHANNELS channel(s) ($PER_EVENT per event) at $RATE events/s, 100-byte payloads, every run exact."
   echo "Instructions per delivery = (Ir($M2 events) - Ir($M1 events)) / ($PER_EVENT × ($M2 - $M1)): start, connects"
   echo "and shutdown cancel out. User space only: the kernel's TCP work per delivery is not counted."
