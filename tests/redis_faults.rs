@@ -1,5 +1,6 @@
-//! Redis mode under faults: Redis killed and restarted (with and without its data), the pub/sub
-//! connections cut, a hole on the feed, and a hub node killed under its subscribers. Each test
+//! Redis mode under faults: Redis killed and restarted (with and without its data), Redis
+//! stalled while a subscriber opens, the pub/sub connections cut, a hole on the feed, and a hub
+//! node killed under its subscribers. Each test
 //! owns its `redis-server`; hubs run in-process or as real processes (`common::node`).
 
 mod common;
@@ -816,5 +817,60 @@ async fn hole_on_the_feed_is_filled_from_the_stream() {
         metric(addr, "ssehub_redis_catchups_total").await > catchups,
         "the filled hole is counted in ssehub_redis_catchups_total"
     );
+    hub.stop().await;
+}
+
+/// A subscriber counts in `ssehub_subscribers` only once its stream is open, after its node
+/// subscribed to the channel in Redis: a publisher that waits for the gauge (as tests and
+/// operators do) cannot publish into the moment before, which the subscriber would never see.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn subscriber_counts_only_once_redis_has_its_channel() {
+    let redis = RedisServer::start().await;
+    let url = redis.url();
+    // Longer than the stall below, so the subscription waits instead of failing.
+    let hub = Hub::start_with(move |c| {
+        c.redis_url = Some(url);
+        c.redis_timeout = Duration::from_secs(60);
+    })
+    .await;
+    let addr = hub.addr;
+    wait_ready(addr, "hub").await;
+
+    redis.signal("STOP").await;
+    let opening = tokio::spawn(async move { subscribe(addr, "stalled", None).await });
+    wait_until(
+        EVENT_TIMEOUT,
+        "the stalled subscription's channel exists",
+        || async move { metric(addr, "ssehub_channels").await == 1.0 },
+    )
+    .await;
+    assert_eq!(
+        metric(addr, "ssehub_subscribers").await,
+        0.0,
+        "a subscriber counted while its channel's Redis subscription was still pending"
+    );
+
+    redis.signal("CONT").await;
+    let mut client = tokio::time::timeout(EVENT_TIMEOUT, opening)
+        .await
+        .expect("the stream opens once Redis answers")
+        .expect("subscribe task");
+    assert_eq!(metric(addr, "ssehub_subscribers").await, 1.0);
+    let id = publish_ok(addr, "stalled", "first").await;
+    let event = client
+        .next_event(EVENT_TIMEOUT)
+        .await
+        .expect("the first event");
+    assert_eq!(
+        (event.id.as_str(), event.data.as_str()),
+        (id.as_str(), "first")
+    );
+    drop(client);
+    wait_until(
+        EVENT_TIMEOUT,
+        "the gauge drops with the stream",
+        || async move { metric(addr, "ssehub_subscribers").await == 0.0 },
+    )
+    .await;
     hub.stop().await;
 }

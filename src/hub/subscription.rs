@@ -184,6 +184,9 @@ pub struct Subscription {
     gaps: Vec<Gap>,
     preamble: Option<Bytes>,
     ended: bool,
+    /// Counted in the `subscribers` gauge: from the moment its stream opens, once the broker
+    /// has synced its channels, so the gauge never counts one that can still miss events.
+    counted: bool,
 }
 
 /// Result of opening a subscription.
@@ -211,7 +214,6 @@ impl Subscription {
             now_ms,
             expires_ms,
         ));
-        hub.metrics.subscribers.inc();
         let mut subscription = Subscription {
             hub: hub.clone(),
             waiter,
@@ -220,6 +222,7 @@ impl Subscription {
             gaps: Vec::new(),
             preamble: None,
             ended: false,
+            counted: false,
         };
         for (index, name) in names.iter().enumerate() {
             let channel = loop {
@@ -328,6 +331,8 @@ impl Subscription {
             self.hub.metrics.replays.inc();
         }
         self.preamble = Some(self.preamble());
+        self.hub.metrics.subscribers.inc();
+        self.counted = true;
         Opened::Stream(self)
     }
 
@@ -531,7 +536,9 @@ impl Drop for Subscription {
             channel.unregister(self.waiter.id);
             self.hub.release(channel);
         }
-        self.hub.metrics.subscribers.dec();
+        if self.counted {
+            self.hub.metrics.subscribers.dec();
+        }
     }
 }
 

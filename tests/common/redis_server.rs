@@ -1,5 +1,6 @@
 //! A real `redis-server` on a free loopback port, owned by one test: started, killed with
-//! SIGKILL, restarted on the same port (with or without its data), and queried.
+//! SIGKILL, stalled and resumed, restarted on the same port (with or without its data), and
+//! queried.
 
 use std::net::TcpListener;
 use std::path::PathBuf;
@@ -117,6 +118,23 @@ impl RedisServer {
         if let Some(mut child) = self.child.take() {
             child.kill().await.expect("kill redis-server");
         }
+    }
+
+    /// Sends `signal` to the server: `STOP` stalls it with every connection left open (each
+    /// command waits), `CONT` resumes it.
+    pub async fn signal(&self, signal: &str) {
+        let pid = self
+            .child
+            .as_ref()
+            .and_then(Child::id)
+            .expect("redis-server running")
+            .to_string();
+        let status = Command::new("kill")
+            .args([format!("-{signal}"), pid])
+            .status()
+            .await
+            .expect("run kill");
+        assert!(status.success(), "kill -{signal} redis-server: {status}");
     }
 
     /// Kills (if running) and starts again on the same port; data survives only with AOF on.
