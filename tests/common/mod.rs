@@ -4,7 +4,7 @@
 //! - [`request`], [`publish`], [`publish_raw`]: one-shot HTTP/1.1 requests over raw TCP.
 //! - [`SseClient`]: reads an event stream over raw TCP as a browser would, built on the pure
 //!   [`ChunkedDecoder`] and [`SseParser`] (WHATWG "interpreting an event stream").
-//! - [`metric`], [`wait_until`], [`raw_connect`]: small conveniences.
+//! - [`metric`], [`wait_until`], [`raw_connect`], [`send_signal`]: small conveniences.
 //!
 //! Every wait is bounded and panics with a message saying what did not happen.
 #![allow(dead_code)]
@@ -31,6 +31,17 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 pub const STOP_TIMEOUT: Duration = Duration::from_secs(15);
 /// Largest response head accepted by the raw clients.
 const MAX_HEAD: usize = 64 * 1024;
+
+/// Sends `signal` (`TERM`, `KILL`, `STOP`, `CONT`...) to process `pid` with the `kill` command.
+pub async fn send_signal(pid: Option<u32>, signal: &str) {
+    let pid = pid.expect("the process is still running").to_string();
+    let status = tokio::process::Command::new("kill")
+        .args([format!("-{signal}"), pid])
+        .status()
+        .await
+        .expect("run kill");
+    assert!(status.success(), "kill -{signal} failed: {status}");
+}
 
 // ---------------------------------------------------------------------------------------------
 // Hub

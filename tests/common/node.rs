@@ -153,13 +153,7 @@ impl Server {
 
     /// Sends `signal` (`TERM`, `INT`, `KILL`...) with the `kill` command.
     pub async fn signal(&self, signal: &str) {
-        let pid = self.child.id().expect("ssehub still running").to_string();
-        let status = Command::new("kill")
-            .args([format!("-{signal}"), pid])
-            .status()
-            .await
-            .expect("run kill");
-        assert!(status.success(), "kill -{signal} failed: {status}");
+        super::send_signal(self.child.id(), signal).await;
     }
 
     /// Waits for the process to exit by `deadline`.

@@ -123,18 +123,7 @@ impl RedisServer {
     /// Sends `signal` to the server: `STOP` stalls it with every connection left open (each
     /// command waits), `CONT` resumes it.
     pub async fn signal(&self, signal: &str) {
-        let pid = self
-            .child
-            .as_ref()
-            .and_then(Child::id)
-            .expect("redis-server running")
-            .to_string();
-        let status = Command::new("kill")
-            .args([format!("-{signal}"), pid])
-            .status()
-            .await
-            .expect("run kill");
-        assert!(status.success(), "kill -{signal} redis-server: {status}");
+        super::send_signal(self.child.as_ref().and_then(Child::id), signal).await;
     }
 
     /// Kills (if running) and starts again on the same port; data survives only with AOF on.
