@@ -6,8 +6,8 @@
 # they complement compare.sh's CPU seconds instead of replacing them.
 #
 # Each server runs under callgrind twice (ssehub and the floor as one process each; Nchan as nginx
-# with one worker, every process counted): a fan-out of M1 and then of M2 events to N subscribers over C channels
-# (one by default). Fixed costs (start, connects, shutdown) cancel out in
+# with one worker, every process counted): a fan-out of M1 and then of M2 events to N subscribers
+# over C channels (one by default). Fixed costs (start, connects, shutdown) cancel out in
 # (Ir(M2) - Ir(M1)) / (N/C * (M2 - M1)).
 #
 # Usage: loadtest/callgrind.sh [--name NAME] [--only ssehub,nchan,floor] [-n SUBS] [-c CHANNELS] [-r RATE]

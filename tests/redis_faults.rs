@@ -1,7 +1,7 @@
 //! Redis mode under faults: Redis killed and restarted (with and without its data), Redis
 //! stalled while a subscriber opens, the pub/sub connections cut, a hole on the feed, and a hub
-//! node killed under its subscribers. Each test
-//! owns its `redis-server`; hubs run in-process or as real processes (`common::node`).
+//! node killed under its subscribers. Each test owns its `redis-server`; hubs run in-process or
+//! as real processes (`common::node`).
 
 mod common;
 
