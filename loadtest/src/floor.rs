@@ -16,6 +16,8 @@ const MAX_PENDING: usize = 1 << 20;
 /// Longest request (head and body) accepted.
 const MAX_REQUEST: usize = 64 << 10;
 const MAX_HEADERS: usize = 32;
+/// Bytes taken from a socket per read.
+const READ_BUFFER: usize = 16 << 10;
 
 const STREAM_HEAD: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n\
 cache-control: no-cache\r\nconnection: close\r\n\r\n";
@@ -31,10 +33,7 @@ pub fn serve(listener: std::net::TcpListener) -> std::io::Result<()> {
     let mut poll = Poll::new()?;
     poll.registry()
         .register(&mut listener, LISTENER, Interest::READABLE)?;
-    let mut server = Server {
-        scratch: vec![0; 16 << 10],
-        ..Server::default()
-    };
+    let mut server = Server::new();
     let mut events = Events::with_capacity(1024);
     loop {
         if let Err(err) = poll.poll(&mut events, None) {
@@ -59,7 +58,6 @@ pub fn serve(listener: std::net::TcpListener) -> std::io::Result<()> {
     }
 }
 
-#[derive(Default)]
 struct Server {
     connections: Vec<Option<Connection>>,
     /// Where reads land, allocated once: zeroing a fresh buffer per read cost more user-space
@@ -92,6 +90,16 @@ enum Request {
 }
 
 impl Server {
+    fn new() -> Server {
+        Server {
+            connections: Vec::new(),
+            scratch: vec![0; READ_BUFFER],
+            free: Vec::new(),
+            channels: Vec::new(),
+            by_name: HashMap::new(),
+        }
+    }
+
     fn accept(&mut self, listener: &TcpListener, poll: &Poll) -> std::io::Result<()> {
         loop {
             // Nothing more to accept, or out of descriptors: keep serving who is here.
