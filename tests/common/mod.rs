@@ -33,6 +33,7 @@ pub const STOP_TIMEOUT: Duration = Duration::from_secs(15);
 const MAX_HEAD: usize = 64 * 1024;
 
 /// Sends `signal` (`TERM`, `KILL`, `STOP`, `CONT`...) to process `pid` with the `kill` command.
+/// `pid` is what `Child::id` gives: `None` once the process was reaped, which panics.
 pub async fn send_signal(pid: Option<u32>, signal: &str) {
     let pid = pid.expect("the process is still running").to_string();
     let status = tokio::process::Command::new("kill")
