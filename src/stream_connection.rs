@@ -6,14 +6,18 @@
 //! replayed.
 
 use std::io::IoSlice;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
 
+use atomic_waker::AtomicWaker;
 use bytes::{BufMut, Bytes, BytesMut};
 use http_body_util::{BodyExt, Either, Empty};
 use hyper::http::response::Parts;
 use hyper::{Method, Request, Version};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, ReadBuf};
 use tokio::net::tcp::WriteHalf;
 use tokio::net::TcpStream;
 
@@ -134,18 +138,34 @@ impl EventStream {
     pub async fn run(mut self) {
         let cut = &self.cut;
         let (mut reader, mut writer) = self.stream.split();
+        let readable = Arc::new(Readable::new());
+        let read_waker = Waker::from(readable.clone());
         let mut probe = [0u8; 16];
         loop {
             // An evicted subscription ends by itself; its connection is cut as well.
-            let output = tokio::select! {
-                biased;
-                output = std::future::poll_fn(|cx| self.subscription.poll_output(cx)) => output,
-                read = reader.read(&mut probe) => match read {
-                    // The client left; anything it sends is ignored.
-                    Ok(0) | Err(_) => return,
-                    Ok(_) => continue,
-                },
-            };
+            let next = std::future::poll_fn(|cx| {
+                if let Poll::Ready(output) = self.subscription.poll_output(cx) {
+                    return Poll::Ready(Some(output));
+                }
+                if !readable.take(cx) {
+                    return Poll::Pending;
+                }
+                let mut probe = ReadBuf::new(&mut probe);
+                let mut read_cx = Context::from_waker(&read_waker);
+                match Pin::new(&mut reader).poll_read(&mut read_cx, &mut probe) {
+                    Poll::Pending => Poll::Pending,
+                    // The client left.
+                    Poll::Ready(Err(_)) => Poll::Ready(None),
+                    Poll::Ready(Ok(())) if probe.filled().is_empty() => Poll::Ready(None),
+                    // Anything the client sends is ignored: read on.
+                    Poll::Ready(Ok(())) => {
+                        readable.set();
+                        cx.waker().wake_by_ref();
+                        Poll::Pending
+                    }
+                }
+            });
+            let Some(output) = next.await else { return };
             let Some(output) = output else { break };
             let written = match &output {
                 Output::Event(event) => write(&mut writer, &event.chunk, cut).await,
@@ -158,6 +178,49 @@ impl EventStream {
         if !cut.is_cut() && write(&mut writer, b"0\r\n\r\n", cut).await {
             let _ = writer.shutdown().await;
         }
+    }
+}
+
+/// Whether the client's side of the socket may have news (bytes, or its leaving). The socket's
+/// read interest wakes the stream through it, so the stream reads only then, instead of arming
+/// read interest again after every write (a lock in tokio's I/O driver per delivery).
+struct Readable {
+    woken: AtomicBool,
+    task: AtomicWaker,
+}
+
+impl Readable {
+    /// Woken at first, so that the first poll arms read interest.
+    fn new() -> Readable {
+        Readable {
+            woken: AtomicBool::new(true),
+            task: AtomicWaker::new(),
+        }
+    }
+
+    /// `true` once after each wake-up by the socket (and at first); then wake-ups reach the
+    /// task polled with `cx`.
+    fn take(&self, cx: &Context<'_>) -> bool {
+        if !self.woken.swap(false, Ordering::Acquire) {
+            return false;
+        }
+        self.task.register(cx.waker());
+        true
+    }
+
+    fn set(&self) {
+        self.woken.store(true, Ordering::Release);
+    }
+}
+
+impl Wake for Readable {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.set();
+        self.task.wake();
     }
 }
 

@@ -183,6 +183,8 @@ pub struct Subscription {
     readings: Vec<Reading>,
     gaps: Vec<Gap>,
     preamble: Option<Bytes>,
+    /// The last frame reached `MAX_FRAME_BYTES`: more may be ready without a new wake-up.
+    unfinished: bool,
     ended: bool,
     /// Counted in the `subscribers` gauge: from the moment its stream opens, once the broker
     /// has synced its channels, so the gauge never counts one that can still miss events.
@@ -221,6 +223,7 @@ impl Subscription {
             readings: Vec::with_capacity(names.len()),
             gaps: Vec::new(),
             preamble: None,
+            unfinished: false,
             ended: false,
             counted: false,
         };
@@ -462,8 +465,9 @@ impl Subscription {
             return Poll::Ready(None);
         }
         self.waiter.waker.register(cx.waker());
-        let pending_since = self.waiter.pending_since.load(Relaxed);
-        self.waiter.pending_since.store(0, Relaxed);
+        // Swapped, not loaded and cleared: a notify in between must not be lost, as a poll with
+        // nothing pending skips the channels below.
+        let pending_since = self.waiter.pending_since.swap(0, Relaxed);
         let signals = self.waiter.signals.swap(0, Relaxed);
         if signals & END != 0 {
             self.ended = true;
@@ -472,6 +476,11 @@ impl Subscription {
         if signals & SHUTDOWN != 0 || self.hub.is_shutting_down() {
             self.ended = true;
             return Poll::Ready(Some(Output::Bytes(self.shutdown_frame())));
+        }
+        // Nothing was announced since the last poll, which took all it could (the stream's
+        // poll right after each write).
+        if pending_since == 0 && signals == 0 && self.preamble.is_none() && !self.unfinished {
+            return Poll::Pending;
         }
         let mut out = Out::Empty;
         if let Some(preamble) = self.preamble.take() {
@@ -485,6 +494,7 @@ impl Subscription {
                 return Poll::Ready(None);
             }
         };
+        self.unfinished = out.len() >= MAX_FRAME_BYTES;
         if self.readings.iter().all(|r| r.done) {
             self.ended = true;
         }
