@@ -142,7 +142,8 @@ impl EventStream {
         let read_waker = Waker::from(readable.clone());
         let mut probe = [0u8; 16];
         loop {
-            // An evicted subscription ends by itself; its connection is cut as well.
+            // `None`: the client left. `Some(None)`: the stream ended (an evicted subscription
+            // ends by itself; its connection is cut as well).
             let next = std::future::poll_fn(|cx| {
                 if let Poll::Ready(output) = self.subscription.poll_output(cx) {
                     return Poll::Ready(Some(output));
