@@ -5,13 +5,15 @@
 //! go through one buffer per thread, used only between two awaits.
 
 use std::cell::RefCell;
+use std::future::poll_fn;
 use std::io::ErrorKind;
 use std::net::SocketAddr;
+use std::pin::pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncWriteExt, Interest};
 use tokio::net::TcpStream;
 use tokio::sync::{watch, Semaphore};
 use tokio::time::Instant;
@@ -153,25 +155,21 @@ pub async fn run(spec: Spec, shared: Arc<Shared>) -> Outcome {
         state.outcome.broken = Some(err);
     }
     let deadline = spec.lifetime.map(|lifetime| started + lifetime);
-    while state.outcome.broken.is_none() && !*stop.borrow() {
+    // Made once, not per read: a fresh `changed()` future per read would join and leave the
+    // watch's waiter list under its lock every time.
+    let mut stopped = pin!(stopped(stop.clone()));
+    let mut expired = pin!(sleep_until(deadline));
+    while state.outcome.broken.is_none() {
         tokio::select! {
-            ready = stream.readable() => if let Err(err) = ready {
+            biased;
+            ready = poll_fn(|cx| stream.poll_read_ready(cx)) => if let Err(err) = ready {
                 state.outcome.broken = Some(err.to_string());
                 break;
             },
-            _ = stop.changed() => break,
-            _ = sleep_until(deadline) => break,
+            _ = &mut stopped => break,
+            _ = &mut expired => break,
         }
-        let read = READ.with(|buffer| {
-            let mut buffer = buffer.borrow_mut();
-            match stream.try_read(&mut buffer) {
-                Ok(0) => Err("stream closed by the server".to_string()),
-                Ok(n) => state.process(&buffer[..n], &shared),
-                Err(err) if err.kind() == ErrorKind::WouldBlock => Ok(()),
-                Err(err) => Err(err.to_string()),
-            }
-        });
-        if let Err(err) = read {
+        if let Err(err) = read_once(&stream, &mut state, &shared) {
             state.outcome.broken = Some(err);
         }
     }
@@ -182,6 +180,37 @@ pub async fn run(spec: Spec, shared: Arc<Shared>) -> Outcome {
     }
     state.outcome.last_id = state.parser.last_id().to_vec();
     state.outcome
+}
+
+/// One `recv` and what it brought processed. A short read emptied the socket, so it also clears
+/// the socket's readiness (by answering `WouldBlock` to `try_io`): otherwise learning that would
+/// cost a second `recv` per wake-up, most of the tool's system calls.
+fn read_once(stream: &TcpStream, state: &mut State, shared: &Shared) -> Result<(), String> {
+    let mut processed = Ok(());
+    let read = stream.try_io(Interest::READABLE, || {
+        READ.with(|buffer| {
+            let mut buffer = buffer.borrow_mut();
+            let n = stream.try_read(&mut buffer)?;
+            processed = match n {
+                0 => Err("stream closed by the server".to_string()),
+                n => state.process(&buffer[..n], shared),
+            };
+            if n > 0 && n < buffer.len() {
+                return Err(ErrorKind::WouldBlock.into());
+            }
+            Ok(())
+        })
+    });
+    match read {
+        Ok(()) => processed,
+        Err(err) if err.kind() == ErrorKind::WouldBlock => processed,
+        Err(err) => Err(err.to_string()),
+    }
+}
+
+/// Resolves once the run is told to stop (or its sender is gone).
+async fn stopped(mut stop: watch::Receiver<bool>) {
+    let _ = stop.wait_for(|stop| *stop).await;
 }
 
 async fn sleep_until(deadline: Option<Instant>) {
