@@ -7,12 +7,10 @@
 
 use std::io::IoSlice;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::task::{Context, Poll, Wake, Waker};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use atomic_waker::AtomicWaker;
 use bytes::{BufMut, Bytes, BytesMut};
 use http_body_util::{BodyExt, Either, Empty};
 use hyper::http::response::Parts;
@@ -138,8 +136,7 @@ impl EventStream {
     pub async fn run(mut self) {
         let cut = &self.cut;
         let (mut reader, mut writer) = self.stream.split();
-        let readable = Arc::new(Readable::new());
-        let read_waker = Waker::from(readable.clone());
+        let read_waker = self.subscription.transport_waker();
         let mut probe = [0u8; 16];
         loop {
             // `None`: the client left. `Some(None)`: the stream ended (an evicted subscription
@@ -148,7 +145,9 @@ impl EventStream {
                 if let Poll::Ready(output) = self.subscription.poll_output(cx) {
                     return Poll::Ready(Some(output));
                 }
-                if !readable.take(cx) {
+                // Read only after the socket signalled: polling it again after every write would
+                // re-arm read interest, a lock in tokio's I/O driver per delivery.
+                if !self.subscription.take_transport_wake() {
                     return Poll::Pending;
                 }
                 let mut probe = ReadBuf::new(&mut probe);
@@ -160,8 +159,7 @@ impl EventStream {
                     Poll::Ready(Ok(())) if probe.filled().is_empty() => Poll::Ready(None),
                     // Anything the client sends is ignored: read on.
                     Poll::Ready(Ok(())) => {
-                        readable.set();
-                        cx.waker().wake_by_ref();
+                        read_waker.wake_by_ref();
                         Poll::Pending
                     }
                 }
@@ -179,49 +177,6 @@ impl EventStream {
         if !cut.is_cut() && write(&mut writer, b"0\r\n\r\n", cut).await {
             let _ = writer.shutdown().await;
         }
-    }
-}
-
-/// Whether the client's side of the socket may have news (bytes, or its leaving). The socket's
-/// read interest wakes the stream through it, so the stream reads only then, instead of arming
-/// read interest again after every write (a lock in tokio's I/O driver per delivery).
-struct Readable {
-    woken: AtomicBool,
-    task: AtomicWaker,
-}
-
-impl Readable {
-    /// Woken at first, so that the first poll arms read interest.
-    fn new() -> Readable {
-        Readable {
-            woken: AtomicBool::new(true),
-            task: AtomicWaker::new(),
-        }
-    }
-
-    /// `true` once after each wake-up by the socket (and at first); then wake-ups reach the
-    /// task polled with `cx`.
-    fn take(&self, cx: &Context<'_>) -> bool {
-        if !self.woken.swap(false, Ordering::Acquire) {
-            return false;
-        }
-        self.task.register(cx.waker());
-        true
-    }
-
-    fn set(&self) {
-        self.woken.store(true, Ordering::Release);
-    }
-}
-
-impl Wake for Readable {
-    fn wake(self: Arc<Self>) {
-        self.wake_by_ref();
-    }
-
-    fn wake_by_ref(self: &Arc<Self>) {
-        self.set();
-        self.task.wake();
     }
 }
 

@@ -5,9 +5,10 @@
 use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering::Relaxed};
+use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8};
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
 
 use atomic_waker::AtomicWaker;
@@ -41,8 +42,12 @@ pub struct Waiter {
     pending_since: AtomicU64,
     /// Clock ms of the last frame handed to the connection.
     last_write: AtomicU64,
-    /// Per channel of the subscription: the seq lag is measured from.
-    lag_floor: Box<[AtomicU64]>,
+    /// The seq lag is measured from, per channel of the subscription: the first inline, as
+    /// every notify reads it, the others in `more_lag_floors`.
+    lag_floor: AtomicU64,
+    more_lag_floors: Box<[AtomicU64]>,
+    /// Set when the transport under the stream woke the task (see `transport_waker`).
+    transport_woken: AtomicBool,
     /// Clock ms when the subscriber's token expires and the stream ends; 0: never.
     expires_ms: u64,
     connection: Cut,
@@ -57,7 +62,10 @@ impl Waiter {
             evicted: AtomicU8::new(0),
             pending_since: AtomicU64::new(0),
             last_write: AtomicU64::new(now_ms),
-            lag_floor: (0..channels).map(|_| AtomicU64::new(0)).collect(),
+            lag_floor: AtomicU64::new(0),
+            more_lag_floors: (1..channels).map(|_| AtomicU64::new(0)).collect(),
+            // Woken at first, so that the first poll arms the transport.
+            transport_woken: AtomicBool::new(true),
             expires_ms,
             connection,
         }
@@ -70,7 +78,7 @@ impl Waiter {
     /// A new event up to `head` is in the channel at `index`: wake the body, or evict it if it
     /// fell more than `max_lag` events behind.
     pub fn notify(&self, index: usize, head: u64, max_lag: u64, now_ms: u64, metrics: &Metrics) {
-        let floor = self.lag_floor.get(index).map_or(head, |f| f.load(Relaxed));
+        let floor = self.lag_floor(index).map_or(head, |f| f.load(Relaxed));
         if head.saturating_sub(floor) > max_lag {
             self.evict(EvictionReason::Lagged, metrics);
             return;
@@ -139,6 +147,25 @@ impl Waiter {
 
     fn is_evicted(&self) -> bool {
         self.evicted.load(Relaxed) != 0
+    }
+
+    fn lag_floor(&self, index: usize) -> Option<&AtomicU64> {
+        match index {
+            0 => Some(&self.lag_floor),
+            _ => self.more_lag_floors.get(index - 1),
+        }
+    }
+}
+
+/// The transport's waker: marks the wake-up and wakes the task that polled the subscription.
+impl Wake for Waiter {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.transport_woken.store(true, Release);
+        self.waker.wake();
     }
 }
 
@@ -239,6 +266,19 @@ impl Subscription {
         Ok(subscription)
     }
 
+    /// A waker for the transport under the stream (the client's socket), so that one task waits
+    /// on both without a second allocation: its wake-ups reach the task that last polled
+    /// [`Self::poll_output`], and [`Self::take_transport_wake`] reports each of them once.
+    pub fn transport_waker(&self) -> Waker {
+        Waker::from(self.waiter.clone())
+    }
+
+    /// Whether the transport woke the task since the last call (`true` the first time, so the
+    /// first poll arms it).
+    pub fn take_transport_wake(&self) -> bool {
+        self.waiter.transport_woken.swap(false, Acquire)
+    }
+
     pub(super) fn channels(&self) -> &[Arc<Channel>] {
         &self.channels
     }
@@ -287,7 +327,9 @@ impl Subscription {
                     strict: gap.is_none() && asked.is_some(),
                 });
             }
-            self.waiter.lag_floor[index].store(head, Relaxed);
+            if let Some(floor) = self.waiter.lag_floor(index) {
+                floor.store(head, Relaxed);
+            }
             self.readings.push(Reading {
                 epoch,
                 delivered,
@@ -412,7 +454,9 @@ impl Subscription {
             }
             drop(log);
             let reading = &self.readings[index];
-            self.waiter.lag_floor[index].store(reading.delivered.max(reading.start_head), Relaxed);
+            if let Some(floor) = self.waiter.lag_floor(index) {
+                floor.store(reading.delivered.max(reading.start_head), Relaxed);
+            }
         }
         Ok(drained)
     }
