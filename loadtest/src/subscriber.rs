@@ -184,7 +184,7 @@ pub async fn run(spec: Spec, shared: Arc<Shared>) -> Outcome {
 
 /// One `recv` and what it brought processed. A short read emptied the socket, so it also clears
 /// the socket's readiness (by answering `WouldBlock` to `try_io`): otherwise learning that would
-/// cost a second `recv` per wake-up, most of the tool's system calls.
+/// cost a second `recv` per wake-up, half of the tool's `recv` calls.
 fn read_once(stream: &TcpStream, state: &mut State, shared: &Shared) -> Result<(), String> {
     let mut processed = Ok(());
     let read = stream.try_io(Interest::READABLE, || {
