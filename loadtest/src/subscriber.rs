@@ -159,7 +159,8 @@ pub async fn run(spec: Spec, shared: Arc<Shared>) -> Outcome {
     // watch's waiter list under its lock every time.
     let mut stopped = pin!(stopped(stop.clone()));
     let mut expired = pin!(sleep_until(deadline));
-    while state.outcome.broken.is_none() {
+    // Readiness first (`biased`): the stop flag is checked before every read instead.
+    while state.outcome.broken.is_none() && !*stop.borrow() {
         tokio::select! {
             biased;
             ready = poll_fn(|cx| stream.poll_read_ready(cx)) => if let Err(err) = ready {
