@@ -44,7 +44,7 @@ pub struct Waiter {
     last_write: AtomicU64,
     /// The seq lag is measured from, per channel of the subscription: the first inline, as
     /// every notify reads it, the others in `more_lag_floors`.
-    lag_floor: AtomicU64,
+    first_lag_floor: AtomicU64,
     more_lag_floors: Box<[AtomicU64]>,
     /// Set when the transport under the stream woke the task (see `transport_waker`).
     transport_woken: AtomicBool,
@@ -62,7 +62,7 @@ impl Waiter {
             evicted: AtomicU8::new(0),
             pending_since: AtomicU64::new(0),
             last_write: AtomicU64::new(now_ms),
-            lag_floor: AtomicU64::new(0),
+            first_lag_floor: AtomicU64::new(0),
             more_lag_floors: (1..channels).map(|_| AtomicU64::new(0)).collect(),
             // Woken at first, so that the first poll arms the transport.
             transport_woken: AtomicBool::new(true),
@@ -151,8 +151,14 @@ impl Waiter {
 
     fn lag_floor(&self, index: usize) -> Option<&AtomicU64> {
         match index {
-            0 => Some(&self.lag_floor),
+            0 => Some(&self.first_lag_floor),
             _ => self.more_lag_floors.get(index - 1),
+        }
+    }
+
+    fn set_lag_floor(&self, index: usize, seq: u64) {
+        if let Some(floor) = self.lag_floor(index) {
+            floor.store(seq, Relaxed);
         }
     }
 }
@@ -327,9 +333,7 @@ impl Subscription {
                     strict: gap.is_none() && asked.is_some(),
                 });
             }
-            if let Some(floor) = self.waiter.lag_floor(index) {
-                floor.store(head, Relaxed);
-            }
+            self.waiter.set_lag_floor(index, head);
             self.readings.push(Reading {
                 epoch,
                 delivered,
@@ -454,9 +458,8 @@ impl Subscription {
             }
             drop(log);
             let reading = &self.readings[index];
-            if let Some(floor) = self.waiter.lag_floor(index) {
-                floor.store(reading.delivered.max(reading.start_head), Relaxed);
-            }
+            self.waiter
+                .set_lag_floor(index, reading.delivered.max(reading.start_head));
         }
         Ok(drained)
     }
