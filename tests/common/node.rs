@@ -2,10 +2,12 @@
 //! arguments, waited for until `/healthz` answers, signalled with the `kill` command, killed
 //! when dropped. Its stdout and stderr go to a log file (or stdout is piped to the test).
 
+use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{ExitStatus, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use tokio::net::TcpStream;
@@ -21,10 +23,20 @@ pub const START_TIMEOUT: Duration = Duration::from_secs(20);
 /// Bound on a one-shot run (`check-config`, `token`, invalid settings).
 pub const RUN_TIMEOUT: Duration = Duration::from_secs(20);
 
-/// A loopback port that was free a moment ago.
+/// A loopback port that was free a moment ago and that no other test of this process was given.
+///
+/// Tests run in parallel: two that were handed one port would start two servers on it, and the
+/// loser's test would talk to (or be reset by) the other test's server.
 pub fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    listener.local_addr().expect("local_addr").port()
+    static HANDED_OUT: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
+    for _ in 0..1000 {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+        let port = listener.local_addr().expect("local_addr").port();
+        if HANDED_OUT.lock().expect("port set").insert(port) {
+            return port;
+        }
+    }
+    panic!("1000 binds to 127.0.0.1:0 gave only ports handed out before");
 }
 
 /// `ssehub args...` with no `SSEHUB_*` or `RUST_LOG` inherited, and `envs` set; killed when

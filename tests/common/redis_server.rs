@@ -2,13 +2,14 @@
 //! SIGKILL, stalled and resumed, restarted on the same port (with or without its data), and
 //! queried.
 
-use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
 use tokio::process::{Child, Command};
 use tokio::time::Instant;
+
+use super::node::free_port;
 
 const START_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -40,10 +41,7 @@ impl RedisServer {
     }
 
     async fn launch(extra: &[&str], tls: bool) -> RedisServer {
-        let port = {
-            let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-            listener.local_addr().expect("local_addr").port()
-        };
+        let port = free_port();
         let dir = std::env::temp_dir().join(format!("ssehub-redis-{}-{port}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("create the redis directory");
         let mut server = RedisServer {
