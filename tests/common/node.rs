@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use tokio::net::TcpStream;
+use tokio::net::{TcpSocket, TcpStream};
 use tokio::process::{Child, Command};
 use tokio::time::Instant;
 
@@ -25,13 +25,18 @@ pub const RUN_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// A loopback port that was free a moment ago and that no other test of this process was given.
 ///
-/// Tests run in parallel: two that were handed one port would start two servers on it, and the
-/// loser's test would talk to (or be reset by) the other test's server.
+/// The port is found with a socket that is bound but never listens, with `SO_REUSEADDR`: a
+/// child that another test forks at that moment keeps a copy of the socket until its `exec`,
+/// and a listening copy would accept (then reset) this test's first connections and keep the
+/// server from binding. Tests run in parallel, so a port is handed out once per process.
 pub fn free_port() -> u16 {
     static HANDED_OUT: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
+    let any = SocketAddr::from(([127, 0, 0, 1], 0));
     for _ in 0..1000 {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-        let port = listener.local_addr().expect("local_addr").port();
+        let socket = TcpSocket::new_v4().expect("a TCP socket");
+        socket.set_reuseaddr(true).expect("SO_REUSEADDR");
+        socket.bind(any).expect("bind 127.0.0.1:0");
+        let port = socket.local_addr().expect("local_addr").port();
         if HANDED_OUT.lock().expect("port set").insert(port) {
             return port;
         }
