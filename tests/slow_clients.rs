@@ -1,5 +1,6 @@
 //! Slow and vanishing subscribers over real HTTP/TCP: lag and write-timeout eviction, lossless
-//! resume after eviction, and gauge cleanup when clients disconnect.
+//! resume after eviction, a paused reader that gets its whole stream, and gauge cleanup when
+//! clients disconnect.
 
 mod common;
 
@@ -7,11 +8,11 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use common::{
-    metric, parse_metric, publish_raw, raw_connect, request, seq, wait_until, Hub, SseClient,
-    SseEvent,
+    assert_quiet, metric, parse_metric, publish_raw, raw_connect, request, seq, wait_until, Hub,
+    SseClient, SseEvent,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::net::{TcpSocket, TcpStream};
 use tokio::time::Instant;
 
 const LAGGED: &str = "ssehub_evictions_total{reason=\"lagged\"}";
@@ -675,5 +676,71 @@ async fn abrupt_disconnects_release_everything() {
     let event = client.next_event(Duration::from_secs(10)).await;
     assert_eq!(event.map(|e| e.data).as_deref(), Some("still alive"));
     drop(client);
+    hub.stop().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// 6. A full socket delays a stream, never corrupts it
+
+/// The largest send buffer the kernel grants a TCP socket (`tcp_wmem`'s maximum).
+fn tcp_send_buffer_max() -> usize {
+    let path = "/proc/sys/net/ipv4/tcp_wmem";
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("read {path}: {e}"));
+    text.split_whitespace()
+        .nth(2)
+        .and_then(|max| max.parse().ok())
+        .unwrap_or_else(|| panic!("{path}: no maximum in {text:?}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn subscriber_that_pauses_until_its_socket_is_full_then_reads_gets_everything_exactly() {
+    const EVENTS: usize = 500;
+    const SIZE: usize = 16 * 1024;
+    // Set, it stops the kernel growing the buffer (which then holds twice this).
+    const RECEIVE_BUFFER: u32 = 64 * 1024;
+    // More than the hub's send buffer and the subscriber's receive buffer can hold: the hub's
+    // writes must stop part-way through frames and resume when the subscriber reads again.
+    let buffers = tcp_send_buffer_max() + 2 * RECEIVE_BUFFER as usize;
+    assert!(
+        EVENTS * SIZE > buffers,
+        "{EVENTS} x {SIZE} B fit in the socket buffers ({buffers} B): raise EVENTS"
+    );
+    let hub = Hub::start_with(|c| {
+        c.max_lag = 1_000_000;
+        c.history_size = 10_000;
+        c.history_bytes = 1 << 30;
+        c.write_timeout = Duration::from_secs(60);
+        c.heartbeat = Duration::from_secs(60);
+    })
+    .await;
+    let addr = hub.addr;
+    let channel = "slow/paused";
+
+    let socket = TcpSocket::new_v4().expect("a TCP socket");
+    socket
+        .set_recv_buffer_size(RECEIVE_BUFFER)
+        .expect("set SO_RCVBUF");
+    let stream = socket.connect(addr).await.expect("connect the subscriber");
+    let mut paused = SseClient::over(stream, &format!("/events/{channel}"), &[]).await;
+    assert_eq!(paused.status, 200);
+    wait_until(Duration::from_secs(5), "the subscriber is open", || async {
+        metric(addr, SUBSCRIBERS).await == 1.0
+    })
+    .await;
+    for i in 0..EVENTS {
+        publish_seq(addr, channel, &payload(i, SIZE), i as u64 + 1).await;
+    }
+
+    let events = paused.events(EVENTS, Duration::from_secs(60)).await;
+    check_run(&events, 1, SIZE, "paused subscriber");
+    assert_quiet(&mut paused, "after the last event").await;
+    let m = exposition(addr).await;
+    assert_eq!(
+        series(&m, LAGGED) + series(&m, WRITE_TIMEOUT),
+        0.0,
+        "no eviction"
+    );
+    assert_eq!(series(&m, SUBSCRIBERS), 1.0);
+    drop(paused);
     hub.stop().await;
 }

@@ -692,6 +692,19 @@ impl SseClient {
     /// `Content-Length` (error responses), or to EOF.
     pub async fn connect(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> SseClient {
         let what = format!("SSE GET {path} to {addr}");
+        let stream = tokio::time::timeout(REQUEST_TIMEOUT, TcpStream::connect(addr))
+            .await
+            .unwrap_or_else(|_| panic!("{what}: no connection within {REQUEST_TIMEOUT:?}"))
+            .unwrap_or_else(|e| panic!("{what}: connect failed: {e}"));
+        SseClient::over(stream, path, headers).await
+    }
+
+    /// [`Self::connect`] over a connection the caller opened (with its own socket options).
+    pub async fn over(mut stream: TcpStream, path: &str, headers: &[(&str, &str)]) -> SseClient {
+        let addr = stream
+            .peer_addr()
+            .unwrap_or_else(|e| panic!("SSE GET {path}: no peer address: {e}"));
+        let what = format!("SSE GET {path} to {addr}");
         let mut head = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n");
         if !headers
             .iter()
@@ -704,9 +717,6 @@ impl SseClient {
         }
         head.push_str("\r\n");
         let opened = tokio::time::timeout(REQUEST_TIMEOUT, async {
-            let mut stream = TcpStream::connect(addr)
-                .await
-                .unwrap_or_else(|e| panic!("{what}: connect failed: {e}"));
             stream
                 .write_all(head.as_bytes())
                 .await
