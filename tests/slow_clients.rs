@@ -125,6 +125,14 @@ fn check_run(events: &[SseEvent], first: u64, size: usize, who: &str) {
     }
 }
 
+/// Waits (up to 10 s) until the hub counts `count` subscribers.
+async fn wait_subscribers(addr: SocketAddr, count: u32, what: &str) {
+    wait_until(Duration::from_secs(10), what, || async {
+        metric(addr, SUBSCRIBERS).await == f64::from(count)
+    })
+    .await;
+}
+
 /// Reads events until one whose data is `marker`; returns those before it.
 async fn read_until_marker(client: &mut SseClient, marker: &str, each: Duration) -> Vec<SseEvent> {
     let mut events = Vec::new();
@@ -159,20 +167,10 @@ async fn lagging_subscriber_is_evicted_and_others_get_everything() {
     let channel = "slow/lag";
 
     let mut stalled = stalled_subscriber(addr, channel).await;
-    wait_until(
-        Duration::from_secs(5),
-        "the stalled subscriber is open",
-        || async { metric(addr, SUBSCRIBERS).await == 1.0 },
-    )
-    .await;
+    wait_subscribers(addr, 1, "the stalled subscriber is open").await;
     let mut healthy = SseClient::connect(addr, &format!("/events/{channel}"), &[]).await;
     assert_eq!(healthy.status, 200);
-    wait_until(
-        Duration::from_secs(5),
-        "both subscribers are open",
-        || async { metric(addr, SUBSCRIBERS).await == 2.0 },
-    )
-    .await;
+    wait_subscribers(addr, 2, "both subscribers are open").await;
 
     let reader = tokio::spawn(async move {
         let events = healthy.events(EVENTS, Duration::from_secs(180)).await;
@@ -206,12 +204,7 @@ async fn lagging_subscriber_is_evicted_and_others_get_everything() {
         bytes < EVENTS * SIZE,
         "the stalled subscriber got the whole stream ({bytes} bytes): it was not cut"
     );
-    wait_until(
-        Duration::from_secs(10),
-        "only the healthy subscriber remains",
-        || async { metric(addr, SUBSCRIBERS).await == 1.0 },
-    )
-    .await;
+    wait_subscribers(addr, 1, "only the healthy subscriber remains").await;
     assert_eq!(
         metric(addr, CONNECTIONS).await,
         2.0,
@@ -241,20 +234,10 @@ async fn stalled_socket_is_evicted_after_write_timeout() {
     let channel = "slow/write-timeout";
 
     let mut stalled = stalled_subscriber(addr, channel).await;
-    wait_until(
-        Duration::from_secs(5),
-        "the stalled subscriber is open",
-        || async { metric(addr, SUBSCRIBERS).await == 1.0 },
-    )
-    .await;
+    wait_subscribers(addr, 1, "the stalled subscriber is open").await;
     let mut healthy = SseClient::connect(addr, &format!("/events/{channel}"), &[]).await;
     assert_eq!(healthy.status, 200);
-    wait_until(
-        Duration::from_secs(5),
-        "both subscribers are open",
-        || async { metric(addr, SUBSCRIBERS).await == 2.0 },
-    )
-    .await;
+    wait_subscribers(addr, 2, "both subscribers are open").await;
 
     let reader = tokio::spawn(async move {
         let events = read_until_marker(&mut healthy, "end", Duration::from_secs(30)).await;
@@ -300,12 +283,7 @@ async fn stalled_socket_is_evicted_after_write_timeout() {
 
     let (bytes, how) = read_until_closed(&mut stalled, Duration::from_secs(30)).await;
     println!("stalled subscriber read {bytes} bytes, then {how}");
-    wait_until(
-        Duration::from_secs(10),
-        "only the healthy subscriber remains",
-        || async { metric(addr, SUBSCRIBERS).await == 1.0 },
-    )
-    .await;
+    wait_subscribers(addr, 1, "only the healthy subscriber remains").await;
     assert_eq!(
         metric(addr, CONNECTIONS).await,
         2.0,
@@ -342,10 +320,7 @@ async fn evicted_subscriber_resumes_without_gap_or_duplicate() {
 
     let mut slow = SseClient::connect(addr, &path, &[]).await;
     assert_eq!(slow.status, 200);
-    wait_until(Duration::from_secs(5), "the subscriber is open", || async {
-        metric(addr, SUBSCRIBERS).await == 1.0
-    })
-    .await;
+    wait_subscribers(addr, 1, "the subscriber is open").await;
     for i in 0..FIRST {
         publish_seq(addr, channel, &payload(i, SIZE), i as u64 + 1).await;
     }
@@ -705,12 +680,10 @@ async fn subscriber_that_pauses_until_its_socket_is_full_then_reads_gets_everyth
         EVENTS * SIZE > buffers,
         "{EVENTS} x {SIZE} B fit in the socket buffers ({buffers} B): raise EVENTS"
     );
+    // The defaults for the rest: history and max_lag hold 1 000 events.
     let hub = Hub::start_with(|c| {
-        c.max_lag = 1_000_000;
-        c.history_size = 10_000;
-        c.history_bytes = 1 << 30;
+        c.history_bytes = 2 * EVENTS * SIZE;
         c.write_timeout = Duration::from_secs(60);
-        c.heartbeat = Duration::from_secs(60);
     })
     .await;
     let addr = hub.addr;
@@ -723,10 +696,7 @@ async fn subscriber_that_pauses_until_its_socket_is_full_then_reads_gets_everyth
     let stream = socket.connect(addr).await.expect("connect the subscriber");
     let mut paused = SseClient::over(stream, &format!("/events/{channel}"), &[]).await;
     assert_eq!(paused.status, 200);
-    wait_until(Duration::from_secs(5), "the subscriber is open", || async {
-        metric(addr, SUBSCRIBERS).await == 1.0
-    })
-    .await;
+    wait_subscribers(addr, 1, "the subscriber is open").await;
     for i in 0..EVENTS {
         publish_seq(addr, channel, &payload(i, SIZE), i as u64 + 1).await;
     }
