@@ -5,7 +5,9 @@
 # Every case runs on ssehub-1w (ssehub --workers 1, which leaves the tool a core of its own) and
 # nchan-2w (2 nginx workers, the reference setup); the fan-out cases also on ssehub-2w (ssehub's
 # default here, one worker per core), nchan-1w, and floor: the tool's write-only server, the least
-# a server doing nothing else costs per delivery on this machine.
+# a server doing nothing else costs per delivery on this machine. The 10 000-subscriber case also
+# runs floor-coalescing, the same server writing each subscriber all it has waiting at once: where
+# one write per event falls behind, it is the floor of a hub that coalesces.
 # The cluster case is ssehub only (Nchan has no multi-node mode here): 3 ssehub nodes sharing one
 # redis-server, subscribers and publishers spread over the nodes, CPU of every node and of Redis.
 #
@@ -134,9 +136,10 @@ record() {
   { printf '%q ' "$@" | sed -e "s|$PWD/||g" -e 's/ $//'; echo "$bg"; } >>"$COMMANDS"
 }
 
-# start_server ssehub-<N>w|nchan-<N>w|floor: sets PORT, SERVER_PID, SUB_URL, PUB_URL.
-# ssehub-<N>w is ssehub --workers N; nchan-<N>w is Nchan with N nginx worker processes; floor is
-# the tool's write-only reference server (one thread, no history: fan-out cases only).
+# start_server ssehub-<N>w|nchan-<N>w|floor|floor-coalescing: sets PORT, SERVER_PID, SUB_URL,
+# PUB_URL. ssehub-<N>w is ssehub --workers N; nchan-<N>w is Nchan with N nginx worker processes;
+# floor is the tool's write-only reference server (one thread, no history: fan-out cases only),
+# floor-coalescing the same with --coalesce.
 start_server() {
   PORT="$("$LT" free-port)"
   local workers="${1##*-}"
@@ -162,8 +165,9 @@ start_server() {
       SUB_URL="http://127.0.0.1:$PORT/sub/{channel}"
       PUB_URL="http://127.0.0.1:$PORT/pub/{channel}"
       ;;
-    floor)
+    floor | floor-coalescing)
       local cmd="$LT floor-server --listen 127.0.0.1:$PORT"
+      if [ "$1" = floor-coalescing ]; then cmd="$cmd --coalesce"; fi
       echo "$cmd &" >>"$COMMANDS"
       $cmd >"$WORK/floor.log" 2>&1 &
       SERVER_PID=$!
@@ -267,7 +271,7 @@ if wanted fanout5k; then
 fi
 if wanted fanout10k; then
   n=$(scaled 10000); m=$(scaled 400 40)
-  SERVERS="$FANOUT_SERVERS" run_case "fanout-${n}x1-20eps" fanout -n "$n" -c 1 -r 20 -m "$m"
+  SERVERS="$FANOUT_SERVERS floor-coalescing" run_case "fanout-${n}x1-20eps" fanout -n "$n" -c 1 -r 20 -m "$m"
 fi
 if wanted channels1k; then
   c=$(scaled 1000); r=$(scaled 1000); m=$(scaled 20000 100)
@@ -298,7 +302,7 @@ HUB_VERSION="ssehub $(git rev-parse --short HEAD 2>/dev/null || echo '?')"
 if [ "$NCHAN_RAN" = 1 ]; then
   NOTE="$HUB_VERSION vs Nchan ($(dpkg-query -W -f='${Version}' libnginx-mod-nchan 2>/dev/null || echo '?'), nginx $(nginx -v 2>&1 | sed 's|.*/||')), ${THREADS} tool subscriber thread(s) + 1 publisher thread, 100-byte payloads, scale $SCALE. Each case runs on freshly started servers, one server at a time.
 
-Servers: \`ssehub-1w\` is ssehub \`--workers 1\`, which leaves the load tool a core of its own; \`ssehub-2w\` is \`--workers 2\`, ssehub's default on this 2-core machine (one worker per core). \`nchan-2w\` is Nchan with 2 nginx workers (the issue's reference setup), \`nchan-1w\` with 1. \`floor\` is \`ssehub-loadtest floor-server\`: one thread that writes each event to each subscriber with one \`write\`, with no history, ids beyond a counter, limits or heartbeats. It is not a hub; its figures are what a delivery costs here when a server does nothing else, with this tool on the same cores."
+Servers: \`ssehub-1w\` is ssehub \`--workers 1\`, which leaves the load tool a core of its own; \`ssehub-2w\` is \`--workers 2\`, ssehub's default on this 2-core machine (one worker per core). \`nchan-2w\` is Nchan with 2 nginx workers (the issue's reference setup), \`nchan-1w\` with 1. \`floor\` is \`ssehub-loadtest floor-server\`: one thread that writes each event to each subscriber with one \`write\`, with no history, ids beyond a counter, limits or heartbeats. It is not a hub; its figures are what a delivery costs here when a server does nothing else, with this tool on the same cores. \`floor-coalescing\` (10 000-subscriber case only) is the same server with \`--coalesce\`: it answers the publish at once and writes each subscriber, in rounds, every event it has not had in one \`write\`, as ssehub does, so it keeps up where \`floor\` falls behind."
 else
   NOTE="$HUB_VERSION, ${THREADS} tool subscriber thread(s) + 1 publisher thread, 100-byte payloads, scale $SCALE."
 fi

@@ -3,9 +3,14 @@
 //! no history, no resume, no limit, no heartbeat and no metric. Its CPU per delivery and its
 //! latency show the floor this machine's kernel and cores set, so a hub's figures can be read
 //! against it. It is an instrument, not a hub: never expose it.
+//!
+//! Coalescing mode is the floor of a hub that coalesces: the publish is answered at once, and
+//! subscribers are written in rounds, each write carrying every event the subscriber has not had.
+//! Where one write per event cannot keep up, this can.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::io::{ErrorKind, Read, Write};
+use std::time::Duration;
 
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
@@ -18,6 +23,10 @@ const MAX_REQUEST: usize = 64 << 10;
 const MAX_HEADERS: usize = 32;
 /// Bytes taken from a socket per read.
 const READ_BUFFER: usize = 16 << 10;
+/// Frames a coalescing floor keeps per channel; a subscriber further behind is dropped.
+const FRAMES_KEPT: usize = 4096;
+/// Subscribers a coalescing floor writes before it looks for new requests again.
+const SLICE: usize = 64;
 
 const STREAM_HEAD: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n\
 cache-control: no-cache\r\nconnection: close\r\n\r\n";
@@ -26,17 +35,19 @@ const NOT_FOUND: &[u8] =
     b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\nconnection: close\r\n\r\n";
 
 /// Serves `listener` until the process ends: `GET /sub/<channel>` (or `/events/<channel>`) opens
-/// a stream, `POST /pub/<channel>` (or `/publish/<channel>`) sends its body as one event.
-pub fn serve(listener: std::net::TcpListener) -> std::io::Result<()> {
+/// a stream, `POST /pub/<channel>` (or `/publish/<channel>`) sends its body as one event;
+/// `coalesce` picks coalescing mode.
+pub fn serve(listener: std::net::TcpListener, coalesce: bool) -> std::io::Result<()> {
     listener.set_nonblocking(true)?;
     let mut listener = TcpListener::from_std(listener);
     let mut poll = Poll::new()?;
     poll.registry()
         .register(&mut listener, LISTENER, Interest::READABLE)?;
-    let mut server = Server::new();
+    let mut server = Server::new(coalesce);
     let mut events = Events::with_capacity(1024);
     loop {
-        if let Err(err) = poll.poll(&mut events, None) {
+        let timeout = (!server.dirty.is_empty()).then_some(Duration::ZERO);
+        if let Err(err) = poll.poll(&mut events, timeout) {
             if err.kind() == ErrorKind::Interrupted {
                 continue;
             }
@@ -55,6 +66,7 @@ pub fn serve(listener: std::net::TcpListener) -> std::io::Result<()> {
                 server.read(token);
             }
         }
+        server.write_slice();
     }
 }
 
@@ -66,6 +78,11 @@ struct Server {
     free: Vec<usize>,
     channels: Vec<Channel>,
     by_name: HashMap<Vec<u8>, usize>,
+    coalesce: bool,
+    /// Channels with a round of writes to do (coalescing only).
+    dirty: VecDeque<usize>,
+    /// Where a subscriber's waiting frames are joined, allocated once.
+    batch: Vec<u8>,
 }
 
 struct Connection {
@@ -74,12 +91,21 @@ struct Connection {
     subscribed: Option<usize>,
     input: Vec<u8>,
     unsent: Vec<u8>,
+    /// The last seq written to it (coalescing only).
+    sent: u64,
 }
 
 #[derive(Default)]
 struct Channel {
     subscribers: Vec<usize>,
     seq: u64,
+    /// The last frames, the newest at the back (coalescing only).
+    frames: VecDeque<Vec<u8>>,
+    /// The next subscriber of the running round.
+    cursor: usize,
+    /// `seq` when the running round started; another round follows if it moved.
+    round_seq: u64,
+    dirty: bool,
 }
 
 /// A complete request found at the start of a connection's input.
@@ -90,13 +116,16 @@ enum Request {
 }
 
 impl Server {
-    fn new() -> Server {
+    fn new(coalesce: bool) -> Server {
         Server {
             connections: Vec::new(),
             scratch: vec![0; READ_BUFFER],
             free: Vec::new(),
             channels: Vec::new(),
             by_name: HashMap::new(),
+            coalesce,
+            dirty: VecDeque::new(),
+            batch: Vec::new(),
         }
     }
 
@@ -118,6 +147,7 @@ impl Server {
                 subscribed: None,
                 input: Vec::new(),
                 unsent: Vec::new(),
+                sent: 0,
             };
             if token == self.connections.len() {
                 self.connections.push(Some(connection));
@@ -167,8 +197,10 @@ impl Server {
                 Request::Subscribe(name) => {
                     let channel = self.channel(name);
                     self.channels[channel].subscribers.push(token);
+                    let seq = self.channels[channel].seq;
                     if let Some(Some(connection)) = self.connections.get_mut(token) {
                         connection.subscribed = Some(channel);
+                        connection.sent = seq;
                     }
                     self.send(token, STREAM_HEAD);
                 }
@@ -194,9 +226,10 @@ impl Server {
         index
     }
 
-    /// Encodes the event once and writes it to every subscriber of `channel`.
-    fn publish(&mut self, channel: usize, body: &[u8]) {
-        let channel = &mut self.channels[channel];
+    /// Encodes the event once and writes it to every subscriber of `channel` (coalescing: keeps
+    /// it for the next round).
+    fn publish(&mut self, index: usize, body: &[u8]) {
+        let channel = &mut self.channels[index];
         channel.seq += 1;
         let mut frame = format!("id: {}\n", channel.seq).into_bytes();
         for line in body.split(|&b| b == b'\n') {
@@ -205,11 +238,79 @@ impl Server {
             frame.push(b'\n');
         }
         frame.push(b'\n');
+        if self.coalesce {
+            if channel.frames.len() == FRAMES_KEPT {
+                channel.frames.pop_front();
+            }
+            channel.frames.push_back(frame);
+            if !channel.dirty {
+                channel.dirty = true;
+                channel.cursor = 0;
+                channel.round_seq = channel.seq;
+                self.dirty.push_back(index);
+            }
+            return;
+        }
         let mut dead = Vec::new();
         for &token in &channel.subscribers {
             if let Some(Some(connection)) = self.connections.get_mut(token) {
                 if !connection.send(&frame) {
                     dead.push(token);
+                }
+            }
+        }
+        for token in dead {
+            self.close(token);
+        }
+    }
+
+    /// Writes up to [`SLICE`] subscribers of the dirty channels, each everything it has not had.
+    fn write_slice(&mut self) {
+        let mut budget = SLICE;
+        let mut dead = Vec::new();
+        while budget > 0 {
+            let Some(&index) = self.dirty.front() else {
+                break;
+            };
+            let channel = &mut self.channels[index];
+            while budget > 0 && channel.cursor < channel.subscribers.len() {
+                let token = channel.subscribers[channel.cursor];
+                channel.cursor += 1;
+                budget -= 1;
+                let Some(Some(connection)) = self.connections.get_mut(token) else {
+                    continue;
+                };
+                let behind = (channel.seq - connection.sent) as usize;
+                if behind == 0 {
+                    continue;
+                }
+                if behind > channel.frames.len() {
+                    dead.push(token);
+                    continue;
+                }
+                let frames = &channel.frames;
+                let sent = if behind == 1 {
+                    connection.send(&frames[frames.len() - 1])
+                } else {
+                    self.batch.clear();
+                    for frame in frames.range(frames.len() - behind..) {
+                        self.batch.extend_from_slice(frame);
+                    }
+                    connection.send(&self.batch)
+                };
+                connection.sent = channel.seq;
+                if !sent {
+                    dead.push(token);
+                }
+            }
+            if channel.cursor == channel.subscribers.len() {
+                channel.cursor = 0;
+                if channel.round_seq == channel.seq {
+                    channel.dirty = false;
+                    self.dirty.pop_front();
+                } else {
+                    channel.round_seq = channel.seq;
+                    self.dirty.rotate_left(1);
                 }
             }
         }
@@ -239,9 +340,11 @@ impl Server {
             return;
         };
         if let Some(channel) = connection.subscribed {
-            let subscribers = &mut self.channels[channel].subscribers;
-            if let Some(at) = subscribers.iter().position(|&t| t == token) {
-                subscribers.swap_remove(at);
+            let channel = &mut self.channels[channel];
+            if let Some(at) = channel.subscribers.iter().position(|&t| t == token) {
+                channel.subscribers.swap_remove(at);
+                // The last subscriber moved to `at`: a running round must not skip it.
+                channel.round_seq = 0;
             }
         }
         self.free.push(token);

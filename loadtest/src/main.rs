@@ -64,6 +64,10 @@ enum Command {
         /// Loopback address to listen on.
         #[arg(long)]
         listen: std::net::SocketAddr,
+        /// Answer publishes at once and write each subscriber everything it has not had in one
+        /// write, in rounds: the floor of a hub that coalesces.
+        #[arg(long)]
+        coalesce: bool,
     },
     /// Prints a free TCP port on 127.0.0.1 (for scripts).
     FreePort,
@@ -93,14 +97,14 @@ fn main() -> ExitCode {
                 Err(err) => fail(&format!("no free port: {err}")),
             };
         }
-        Command::FloorServer { listen } => {
+        Command::FloorServer { listen, coalesce } => {
             if !listen.ip().is_loopback() {
                 return fail(&format!(
                     "{listen}: the floor server listens on loopback only"
                 ));
             }
-            let served =
-                std::net::TcpListener::bind(listen).and_then(ssehub_loadtest::floor::serve);
+            let served = std::net::TcpListener::bind(listen)
+                .and_then(|listener| ssehub_loadtest::floor::serve(listener, coalesce));
             return match served {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(err) => fail(&format!("floor server on {listen}: {err}")),

@@ -104,22 +104,32 @@ fn fanout_and_replay_storm_against_ssehub() {
 
 #[test]
 fn fanout_against_the_write_only_floor_server() {
+    fanout_against_floor(false, 20, 200.0);
+}
+
+/// As fast as the floor answers, so subscribers fall behind and get several events per write.
+#[test]
+fn fanout_against_the_coalescing_floor_server() {
+    fanout_against_floor(true, 400, 5000.0);
+}
+
+fn fanout_against_floor(coalesce: bool, subscribers: usize, rate: f64) {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let addr = listener.local_addr().expect("local addr");
     // Serves until the test process ends.
-    std::thread::spawn(move || ssehub_loadtest::floor::serve(listener));
+    std::thread::spawn(move || ssehub_loadtest::floor::serve(listener, coalesce));
     let mut common = common(addr);
     common.sub_urls = vec![format!("http://{addr}/sub/{{channel}}")];
     common.pub_urls = vec![format!("http://{addr}/pub/{{channel}}")];
     common.label = "floor".into();
     let fanout = Scenario::Fanout(FanoutArgs {
-        subscribers: 20,
+        subscribers,
         channels: 2,
-        rate: 200.0,
+        rate,
         events: 100,
     });
     let report = ssehub_loadtest::run(&common, &fanout).expect("fanout runs");
     assert_exact(&report);
-    assert_eq!(report.counts.expected, 20 * 50);
-    assert_eq!(report.latency.count, 1000);
+    assert_eq!(report.counts.expected, subscribers as u64 * 50);
+    assert_eq!(report.latency.count, subscribers as u64 * 50);
 }
