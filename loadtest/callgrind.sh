@@ -14,6 +14,7 @@
 #                             [--m1 EVENTS] [--m2 EVENTS]
 # With C channels the N subscribers are spread evenly and each event goes to one channel, so an
 # event makes N/C deliveries; the report gives instructions per event too (the publish's share).
+# HUB=PATH counts that ssehub binary instead of this checkout's release build.
 # Needs valgrind (apt-get install -y valgrind), and nginx + libnginx-mod-nchan for Nchan.
 # Writes loadtest/results/<NAME>.md (default name: callgrind).
 set -euo pipefail
@@ -46,7 +47,14 @@ command -v valgrind >/dev/null || { echo "valgrind is missing: apt-get install -
 echo "== building ssehub and the load tool (release)"
 cargo build --release -p ssehub -p ssehub-loadtest
 LT="$PWD/target/release/ssehub-loadtest"
-HUB="$PWD/target/release/ssehub"
+# HUB=PATH measures another build of ssehub (e.g. loadtest/pgo.sh's); the report names it.
+HUB_BUILD=""
+if [ -n "${HUB:-}" ]; then
+  HUB="$(realpath "$HUB")"
+  HUB_BUILD=" (binary ${HUB#"$PWD"/})"
+else
+  HUB="$PWD/target/release/ssehub"
+fi
 WORK="$(mktemp -d /tmp/ssehub-callgrind.XXXXXX)"
 SERVER_PID=""
 cleanup() {
@@ -135,7 +143,7 @@ for server in ${ONLY//,/ }; do
   ROWS+=("| $server | $ir1 | $ir2 | $DELIVERIES | $per | $per_event |")
 done
 
-HUB_VERSION="ssehub $(git rev-parse --short HEAD 2>/dev/null || echo '?')"
+HUB_VERSION="ssehub $(git rev-parse --short HEAD 2>/dev/null || echo '?')$HUB_BUILD"
 {
   echo "# User-space instructions per delivery (callgrind): $NAME"
   echo

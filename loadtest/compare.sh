@@ -15,7 +15,8 @@
 #   --scale 0.1   a reduced run (subscribers, channels and events times 0.1) to check the script
 #   --only        run only these cases: idle, fanout5k, fanout10k, channels1k, storm, churn, cluster
 #   --repeat N    N rounds of each case (but cluster), every server once per round, to show the spread
-# Environment: THREADS (subscriber threads of the tool, default 1), KEEP_WORK=1 keeps the temp dir.
+# Environment: THREADS (subscriber threads of the tool, default 1), KEEP_WORK=1 keeps the temp dir,
+# HUB=PATH measures that ssehub binary instead of this checkout's release build (e.g. target/pgo/release/ssehub).
 #
 # It installs nothing: without nginx and the nchan module it says what to install and stops (unless
 # only cluster runs); without redis-server it says what to install and skips the cluster case.
@@ -64,7 +65,14 @@ command -v curl >/dev/null || { echo "curl is missing: apt-get install -y curl" 
 echo "== building ssehub and the load tool (release)"
 cargo build --release -p ssehub -p ssehub-loadtest
 LT="$PWD/target/release/ssehub-loadtest"
-HUB="$PWD/target/release/ssehub"
+# HUB=PATH measures another build of ssehub (e.g. loadtest/pgo.sh's); the report names it.
+HUB_BUILD=""
+if [ -n "${HUB:-}" ]; then
+  HUB="$(realpath "$HUB")"
+  HUB_BUILD=" (binary ${HUB#"$PWD"/})"
+else
+  HUB="$PWD/target/release/ssehub"
+fi
 
 OUT="loadtest/results/$NAME"
 mkdir -p "$OUT"
@@ -107,27 +115,8 @@ cleanup() {
 }
 trap cleanup EXIT
 
-wait_port() {
-  for _ in $(seq 1 100); do
-    if curl -s -o /dev/null "http://127.0.0.1:$1/"; then return 0; fi
-    sleep 0.1
-  done
-  echo "server on port $1 did not start" >&2
-  return 1
-}
-
-wait_redis() {
-  for _ in $(seq 1 100); do
-    if command -v redis-cli >/dev/null; then
-      if [ "$(redis-cli -h 127.0.0.1 -p "$1" ping 2>/dev/null)" = PONG ]; then return 0; fi
-    elif (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then
-      return 0
-    fi
-    sleep 0.1
-  done
-  echo "redis-server on port $1 did not start" >&2
-  return 1
-}
+# shellcheck source=loadtest/lib.sh
+source loadtest/lib.sh
 
 # record [--bg] CMD...: appends the command, quoted, to the commands file (paths relative).
 record() {
@@ -298,7 +287,7 @@ if [ ${#REPORTS[@]} -eq 0 ]; then
   exit 0
 fi
 
-HUB_VERSION="ssehub $(git rev-parse --short HEAD 2>/dev/null || echo '?')"
+HUB_VERSION="ssehub $(git rev-parse --short HEAD 2>/dev/null || echo '?')$HUB_BUILD"
 if [ "$NCHAN_RAN" = 1 ]; then
   NOTE="$HUB_VERSION vs Nchan ($(dpkg-query -W -f='${Version}' libnginx-mod-nchan 2>/dev/null || echo '?'), nginx $(nginx -v 2>&1 | sed 's|.*/||')), ${THREADS} tool subscriber thread(s) + 1 publisher thread, 100-byte payloads, scale $SCALE. Each case runs on freshly started servers, one server at a time.
 

@@ -1,0 +1,26 @@
+# shellcheck shell=bash
+# Shell helpers shared by compare.sh and pgo.sh (sourced, not run).
+
+# wait_port PORT: until an HTTP server answers on 127.0.0.1:PORT (10 s at most).
+wait_port() {
+  for _ in $(seq 1 100); do
+    if curl -s -o /dev/null "http://127.0.0.1:$1/"; then return 0; fi
+    sleep 0.1
+  done
+  echo "server on port $1 did not start" >&2
+  return 1
+}
+
+# wait_redis PORT: until redis-server answers on 127.0.0.1:PORT (10 s at most).
+wait_redis() {
+  for _ in $(seq 1 100); do
+    if command -v redis-cli >/dev/null; then
+      if [ "$(redis-cli -h 127.0.0.1 -p "$1" ping 2>/dev/null)" = PONG ]; then return 0; fi
+    elif (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then
+      return 0
+    fi
+    sleep 0.1
+  done
+  echo "redis-server on port $1 did not start" >&2
+  return 1
+}
