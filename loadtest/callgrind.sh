@@ -19,6 +19,8 @@
 # Writes loadtest/results/<NAME>.md (default name: callgrind).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=loadtest/lib.sh
+source loadtest/lib.sh
 
 NAME=callgrind
 ONLY="ssehub,nchan,floor"
@@ -47,14 +49,7 @@ command -v valgrind >/dev/null || { echo "valgrind is missing: apt-get install -
 echo "== building ssehub and the load tool (release)"
 cargo build --release -p ssehub -p ssehub-loadtest
 LT="$PWD/target/release/ssehub-loadtest"
-# HUB=PATH measures another build of ssehub (e.g. loadtest/pgo.sh's); the report names it.
-HUB_BUILD=""
-if [ -n "${HUB:-}" ]; then
-  HUB="$(realpath "$HUB")"
-  HUB_BUILD=" (binary ${HUB#"$PWD"/})"
-else
-  HUB="$PWD/target/release/ssehub"
-fi
+choose_hub
 WORK="$(mktemp -d /tmp/ssehub-callgrind.XXXXXX)"
 SERVER_PID=""
 cleanup() {

@@ -23,6 +23,8 @@
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
+# shellcheck source=loadtest/lib.sh
+source loadtest/lib.sh
 NAME="nchan-vs-ssehub"
 SCALE=1
 REPEAT=1
@@ -65,14 +67,7 @@ command -v curl >/dev/null || { echo "curl is missing: apt-get install -y curl" 
 echo "== building ssehub and the load tool (release)"
 cargo build --release -p ssehub -p ssehub-loadtest
 LT="$PWD/target/release/ssehub-loadtest"
-# HUB=PATH measures another build of ssehub (e.g. loadtest/pgo.sh's); the report names it.
-HUB_BUILD=""
-if [ -n "${HUB:-}" ]; then
-  HUB="$(realpath "$HUB")"
-  HUB_BUILD=" (binary ${HUB#"$PWD"/})"
-else
-  HUB="$PWD/target/release/ssehub"
-fi
+choose_hub
 
 OUT="loadtest/results/$NAME"
 mkdir -p "$OUT"
@@ -114,9 +109,6 @@ cleanup() {
   if [ "${KEEP_WORK:-0}" = 1 ]; then echo "work dir kept: $WORK"; else rm -rf "$WORK"; fi
 }
 trap cleanup EXIT
-
-# shellcheck source=loadtest/lib.sh
-source loadtest/lib.sh
 
 # record [--bg] CMD...: appends the command, quoted, to the commands file (paths relative).
 record() {

@@ -1,5 +1,5 @@
 # shellcheck shell=bash
-# Shell helpers shared by compare.sh and pgo.sh (sourced, not run).
+# Shell helpers shared by compare.sh, callgrind.sh and pgo.sh (sourced, not run).
 
 # wait_port PORT: until an HTTP server answers on 127.0.0.1:PORT (10 s at most).
 wait_port() {
@@ -23,4 +23,18 @@ wait_redis() {
   done
   echo "redis-server on port $1 did not start" >&2
   return 1
+}
+
+# choose_hub: sets HUB, the ssehub binary to measure, and HUB_BUILD, what the report says of it.
+# HUB=PATH in the environment picks another build (e.g. loadtest/pgo.sh's); by default it is this
+# checkout's release build.
+# shellcheck disable=SC2034 # HUB_BUILD is read by the scripts that source this.
+choose_hub() {
+  HUB_BUILD=""
+  if [ -n "${HUB:-}" ]; then
+    HUB="$(realpath "$HUB")"
+    HUB_BUILD=" (binary ${HUB#"$PWD"/})"
+  else
+    HUB="$PWD/target/release/ssehub"
+  fi
 }
