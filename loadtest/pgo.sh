@@ -14,6 +14,8 @@
 # Needs rustup's llvm-tools component for llvm-profdata; it adds it when missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=loadtest/lib.sh
+source loadtest/lib.sh
 
 OUT_DIR="target/pgo"
 while [ $# -gt 0 ]; do
@@ -45,12 +47,11 @@ trap cleanup EXIT
 echo "== building the load tool, and ssehub instrumented"
 cargo build --release -p ssehub-loadtest
 LT="$PWD/target/release/ssehub-loadtest"
+# Build scripts run instrumented too: their profiles go to build-profiles, the hub's (below) to
+# profiles, and only the hub's are merged.
 RUSTFLAGS="-Cprofile-generate=$WORK/build-profiles" \
   cargo build --release -p ssehub --target-dir "$OUT_DIR-instrumented"
 TRAINEE="$OUT_DIR-instrumented/release/ssehub"
-
-# shellcheck source=loadtest/lib.sh
-source loadtest/lib.sh
 
 # train [HUB ARGS...]: one instrumented hub, the training load, then SIGINT so that it writes its
 # profile on the way out.
