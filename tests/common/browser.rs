@@ -21,10 +21,13 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use super::node::free_port;
-use super::request;
+use super::{request, request_within, REQUEST_TIMEOUT};
 
 /// Bound on chromedriver answering `/status` after spawn.
 const DRIVER_START_TIMEOUT: Duration = Duration::from_secs(20);
+/// Bound on a new session, which starts Chromium: four started at once in a clean clone's first
+/// test run here took over 10 s.
+const SESSION_START_TIMEOUT: Duration = Duration::from_secs(60);
 /// Bound on an asynchronous script calling back (below [`super::REQUEST_TIMEOUT`], so the
 /// browser reports a script timeout before the HTTP request to chromedriver gives up).
 const SCRIPT_TIMEOUT: Duration = Duration::from_secs(8);
@@ -109,7 +112,9 @@ impl Browser {
             // HTTPS hubs in the tests use a test CA Chromium does not know.
             "acceptInsecureCerts": true,
         }}});
-        let created = browser.call("POST", "/session", capabilities).await;
+        let created = browser
+            .call_within(SESSION_START_TIMEOUT, "POST", "/session", capabilities)
+            .await;
         browser.session = created["sessionId"]
             .as_str()
             .unwrap_or_else(|| panic!("new WebDriver session: no sessionId in {created}"))
@@ -144,13 +149,19 @@ impl Browser {
 
     /// One WebDriver command; returns its `value`, panics with the driver's error otherwise.
     async fn call(&self, method: &str, path: &str, body: Value) -> Value {
+        self.call_within(REQUEST_TIMEOUT, method, path, body).await
+    }
+
+    /// [`Browser::call`] with another bound on the driver's answer.
+    async fn call_within(&self, timeout: Duration, method: &str, path: &str, body: Value) -> Value {
         let (body, headers) = if body.is_null() {
             (Vec::new(), &[][..])
         } else {
             let json = serde_json::to_vec(&body).expect("serialize a WebDriver command");
             (json, &[("Content-Type", "application/json")][..])
         };
-        let response = request(self.driver_addr, method, path, headers, &body).await;
+        let response =
+            request_within(timeout, self.driver_addr, method, path, headers, &body).await;
         let mut answer = response.json();
         if response.status != 200 {
             panic!(

@@ -175,16 +175,22 @@ pub async fn request(
     headers: &[(&str, &str)],
     body: &[u8],
 ) -> Response {
-    match tokio::time::timeout(
-        REQUEST_TIMEOUT,
-        request_inner(addr, method, path, headers, body),
-    )
-    .await
-    {
+    request_within(REQUEST_TIMEOUT, addr, method, path, headers, body).await
+}
+
+/// [`request`] with another bound, for a request whose answer waits on slow work of the peer
+/// (a WebDriver session waits for Chromium to start).
+pub async fn request_within(
+    timeout: Duration,
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Response {
+    match tokio::time::timeout(timeout, request_inner(addr, method, path, headers, body)).await {
         Ok(response) => response,
-        Err(_) => {
-            panic!("{method} {path} to {addr} got no complete response within {REQUEST_TIMEOUT:?}")
-        }
+        Err(_) => panic!("{method} {path} to {addr} got no complete response within {timeout:?}"),
     }
 }
 
