@@ -57,6 +57,10 @@ pub fn check_channel(name: &str) -> Result<(), NameError> {
 
 /// Checks each name, and that none is listed twice.
 pub fn check_channels(names: &[String]) -> Result<(), NameError> {
+    if let [name] = names {
+        // The usual case: nothing to compare with, so no set to build.
+        return check_channel(name);
+    }
     let mut seen = std::collections::HashSet::with_capacity(names.len());
     for name in names {
         check_channel(name)?;

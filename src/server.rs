@@ -261,11 +261,11 @@ where
     let cut = handle.cut.clone();
     let served = Arc::new(AtomicBool::new(false));
     let first_request = served.clone();
-    let service = service_fn(move |mut request| {
+    let service = service_fn(move |request| {
         first_request.store(true, Relaxed);
-        request.extensions_mut().insert(handle.clone());
         let app = app.clone();
-        async move { Ok::<_, std::convert::Infallible>(http::handle(app, request).await) }
+        let handle = handle.clone();
+        async move { Ok::<_, std::convert::Infallible>(http::handle(app, request, &handle).await) }
     });
     let io = TokioIo::new(Rewind::new(head, stream));
     let conn = watcher.watch(builder.serve_connection(io, service).into_owned());

@@ -85,13 +85,12 @@ pub fn event_stream_request(head: &[u8]) -> Option<Request<Empty<Bytes>>> {
 pub async fn respond(
     app: Arc<App>,
     mut stream: TcpStream,
-    mut request: Request<Empty<Bytes>>,
+    request: Request<Empty<Bytes>>,
     handle: ConnectionHandle,
 ) -> Option<EventStream> {
     let cut = handle.cut.clone();
-    request.extensions_mut().insert(handle);
     let response = tokio::select! {
-        response = http::handle(app, request) => response,
+        response = http::handle(app, request, &handle) => response,
         _ = cut.wait() => return None,
     };
     let (parts, body) = response.into_parts();

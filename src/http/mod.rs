@@ -36,7 +36,7 @@ impl<B> RequestBody for B where
 /// Body of every answer: a whole JSON/text body, or an event stream.
 pub type ResponseBody = Either<Full<Bytes>, Subscription>;
 
-/// The connection a request arrived on, put in each request's extensions by the server: its
+/// The connection a request arrived on, handed by the server to each request's handler: its
 /// peer address, and the handle that cuts it even when hyper is not polling a subscription.
 #[derive(Clone)]
 pub struct ConnectionHandle {
@@ -109,7 +109,11 @@ impl Route {
 }
 
 /// Answers one request.
-pub async fn handle<B: RequestBody>(app: Arc<App>, request: Request<B>) -> Response<ResponseBody> {
+pub async fn handle<B: RequestBody>(
+    app: Arc<App>,
+    request: Request<B>,
+    connection: &ConnectionHandle,
+) -> Response<ResponseBody> {
     let accepted = Instant::now();
     let (route, channel_path) = Route::of(request.uri().path());
     let origin = request.headers().get(hyper::header::ORIGIN).cloned();
@@ -124,11 +128,13 @@ pub async fn handle<B: RequestBody>(app: Arc<App>, request: Request<B>) -> Respo
         }
         (Route::Publish, &Method::POST) => {
             let channel_path = channel_path.map(str::to_owned);
-            publish::handle(&app, request, channel_path.as_deref(), accepted)
+            publish::handle(&app, request, channel_path.as_deref(), connection, accepted)
                 .await
                 .map(full)
         }
-        (Route::Events, &Method::GET) => subscribe::handle(&app, &request, channel_path).await,
+        (Route::Events, &Method::GET) => {
+            subscribe::handle(&app, &request, channel_path, connection.cut.clone()).await
+        }
         (Route::Demo, &Method::GET) => Ok(full(demo::page())),
         (Route::Metrics, &Method::GET) => Ok(full(ops::metrics(&app))),
         (Route::Healthz, &Method::GET) => Ok(full(ops::healthz())),

@@ -58,6 +58,7 @@ pub async fn handle<B: RequestBody>(
     app: &App,
     request: Request<B>,
     channel_path: Option<&str>,
+    connection: &ConnectionHandle,
     accepted: Instant,
 ) -> Result<Response<Full<Bytes>>, ApiError> {
     let kind = match channel_path {
@@ -67,10 +68,11 @@ pub async fn handle<B: RequestBody>(
     let query = request.uri().query().unwrap_or("").to_owned();
     // Checked before the body is read: an unauthenticated client does not get to upload.
     let grant = app.auth.publisher(request.headers(), &query)?;
-    let client = request
-        .extensions()
-        .get::<ConnectionHandle>()
-        .map(|handle| client_key(request.headers(), handle.peer));
+    // Only the publish rate limit needs to know who the client is.
+    let client = app
+        .publish_rate
+        .as_ref()
+        .map(|_| client_key(request.headers(), connection.peer));
     let body = read_body(app, request).await?;
     let style = match (channel_path, kind) {
         (Some(channel_path), _) => BodyStyle::Raw {
@@ -329,12 +331,12 @@ fn validate(config: &Config, draft: Draft, at: &str) -> Result<Vec<Publication>,
         retry: draft.retry,
         close: draft.close,
     };
+    // The last channel takes the fields themselves: a single-channel event copies nothing.
+    let copies = std::iter::repeat_n(fields, channels.len());
     Ok(channels
         .into_iter()
-        .map(|channel| Publication {
-            channel,
-            fields: fields.clone(),
-        })
+        .zip(copies)
+        .map(|(channel, fields)| Publication { channel, fields })
         .collect())
 }
 

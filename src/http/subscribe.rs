@@ -7,7 +7,7 @@ use http_body_util::{Either, Full};
 use hyper::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE};
 use hyper::{Request, Response, StatusCode};
 
-use super::{channel_from_path, App, ConnectionHandle, ResponseBody};
+use super::{channel_from_path, App, ResponseBody};
 use crate::connection::Cut;
 use crate::error::ApiError;
 use crate::hub::Opened;
@@ -17,6 +17,7 @@ pub async fn handle<B>(
     app: &App,
     request: &Request<B>,
     channel_path: Option<&str>,
+    connection: Cut,
 ) -> Result<Response<ResponseBody>, ApiError> {
     let mut channels = Vec::new();
     let mut query_cursor = None;
@@ -58,10 +59,6 @@ pub async fn handle<B>(
     let cursor = header_cursor
         .or(query_cursor)
         .filter(|c| !c.trim().is_empty());
-    let connection = request
-        .extensions()
-        .get::<ConnectionHandle>()
-        .map_or_else(Cut::new, |handle| handle.cut.clone());
     let valid_for = app
         .auth
         .check_subscribe(request.headers(), query, &channels)?;
