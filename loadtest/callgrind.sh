@@ -42,9 +42,12 @@ while [ $# -gt 0 ]; do
   esac
 done
 [ "$M2" -gt "$M1" ] || { echo "--m2 must be larger than --m1" >&2; exit 2; }
-[ "$CHANNELS" -ge 1 ] && [ $((SUBS % CHANNELS)) -eq 0 ] ||
-  { echo "-n must be a multiple of -c (subscribers spread evenly)" >&2; exit 2; }
+if [ "$CHANNELS" -lt 1 ] || [ $((SUBS % CHANNELS)) -ne 0 ]; then
+  echo "-n must be a multiple of -c (subscribers spread evenly)" >&2
+  exit 2
+fi
 command -v valgrind >/dev/null || { echo "valgrind is missing: apt-get install -y valgrind" >&2; exit 2; }
+command -v curl >/dev/null || { echo "curl is missing: apt-get install -y curl" >&2; exit 2; }
 
 echo "== building ssehub and the load tool (release)"
 cargo build --release -p ssehub -p ssehub-loadtest
@@ -57,16 +60,6 @@ cleanup() {
   rm -rf "$WORK"
 }
 trap cleanup EXIT
-
-wait_port() {
-  # Programs start slowly under valgrind.
-  for _ in $(seq 1 600); do
-    if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
-    sleep 0.1
-  done
-  echo "server on port $1 did not start under valgrind" >&2
-  return 1
-}
 
 # measure SERVER EVENTS: prints the program's total instruction count (Ir) for a fan-out of
 # EVENTS events to SUBS subscribers.
@@ -105,7 +98,8 @@ measure() {
       ;;
     *) echo "unknown server: $server (ssehub, nchan or floor)" >&2; return 1 ;;
   esac
-  wait_port "$port"
+  # Programs start slowly under valgrind: up to 60 s.
+  wait_port "$port" 600
   # Bounded: a server that stops answering under valgrind must not hang the script.
   if ! timeout 300 "$LT" fanout --label "$server" --sub-url "$SUB_URL" --pub-url "$PUB_URL" \
     --server-pid "$SERVER_PID" -n "$SUBS" -c "$CHANNELS" -r "$RATE" -m "$events" >"$WORK/run" 2>&1; then

@@ -1,10 +1,11 @@
 # shellcheck shell=bash
 # Shell helpers shared by compare.sh, callgrind.sh and pgo.sh (sourced, not run).
 
-# wait_port PORT: until an HTTP server answers on 127.0.0.1:PORT (10 s at most).
+# wait_port PORT [TRIES]: until an HTTP server answers on 127.0.0.1:PORT, trying every 0.1 s
+# (100 tries, 10 s, unless TRIES says otherwise).
 wait_port() {
-  for _ in $(seq 1 100); do
-    if curl -s -o /dev/null "http://127.0.0.1:$1/"; then return 0; fi
+  for _ in $(seq 1 "${2:-100}"); do
+    if curl -s -o /dev/null --max-time 5 "http://127.0.0.1:$1/"; then return 0; fi
     sleep 0.1
   done
   echo "server on port $1 did not start" >&2

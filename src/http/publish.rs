@@ -68,11 +68,11 @@ pub async fn handle<B: RequestBody>(
     let query = request.uri().query().unwrap_or("").to_owned();
     // Checked before the body is read: an unauthenticated client does not get to upload.
     let grant = app.auth.publisher(request.headers(), &query)?;
-    // Only the publish rate limit needs to know who the client is.
-    let client = app
+    // Who the client is matters only to the publish rate limit, when one is set.
+    let rate_limit = app
         .publish_rate
         .as_ref()
-        .map(|_| client_key(request.headers(), connection.peer));
+        .map(|rate| (rate, client_key(request.headers(), connection.peer)));
     let body = read_body(app, request).await?;
     let style = match (channel_path, kind) {
         (Some(channel_path), _) => BodyStyle::Raw {
@@ -86,7 +86,7 @@ pub async fn handle<B: RequestBody>(
     for publication in &publications {
         grant.check(&publication.channel)?;
     }
-    if let (Some(rate), Some(client)) = (&app.publish_rate, client) {
+    if let Some((rate, client)) = rate_limit {
         rate.take(client, publications.len(), Instant::now())
             .map_err(|retry_after| ApiError::RateLimited { retry_after })?;
     }
