@@ -121,6 +121,25 @@ mod tests {
     }
 
     #[test]
+    fn channel_lists() {
+        let names = |list: &[&str]| list.iter().map(|n| n.to_string()).collect::<Vec<_>>();
+        assert_eq!(check_channels(&names(&["news"])), Ok(()));
+        assert_eq!(check_channels(&names(&["news", "chat/1"])), Ok(()));
+        assert_eq!(
+            check_channels(&names(&["a/../b"])),
+            Err(NameError::ChannelSegment("a/../b".into()))
+        );
+        assert_eq!(
+            check_channels(&names(&["news", "chat", "news"])),
+            Err(NameError::DuplicateChannel("news".into()))
+        );
+        assert_eq!(
+            check_channels(&names(&["news", "a b"])),
+            Err(NameError::ChannelCharacter("a b".into()))
+        );
+    }
+
+    #[test]
     fn event_names() {
         assert_eq!(check_event_name("update"), Ok(()));
         assert_eq!(check_event_name("progress été"), Ok(()));
